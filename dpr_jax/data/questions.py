@@ -1,0 +1,255 @@
+"""Readers for evaluation questions: JSON lines, DPR QA TSV, BEIR queries + qrels, DPR retriever JSON.
+
+Formats (``fmt``; detected from the extension and first record when ``None``, ``.gz`` allowed):
+
+- ``"jsonl"``: ``{"id"?, "question", "answers"?: [...], "positive_ids"?: [...]}`` per line. A missing
+  id becomes the record's 0-based position in the file (its line index when there are no blank lines).
+- ``"tsv"``: DPR's QA files (``nq-test.qa.csv`` and friends): ``question<TAB>["answer", ...]``, no
+  header, read with :mod:`csv` like DPR. The answer list is parsed with :func:`json.loads`, falling
+  back to :func:`ast.literal_eval` for Python-style lists (``['O\\'Neil', "x"]``), never ``eval``.
+  The id is the 0-based row index.
+- ``"beir"``: BEIR ``queries.jsonl`` (``{"_id", "text"}``); positives come from a qrels file.
+- ``"dpr"``: a DPR retriever JSON array or JSON lines (``question``, ``answers``,
+  ``positive_ctxs``); positive ids are the ctxs' ``passage_id``/``id``/``psg_id``.
+
+``qrels`` (BEIR TSV ``query-id<TAB>corpus-id<TAB>score``, header optional, score > 0 = positive)
+may be given with any format; it then *replaces* the questions' positive ids and, as in BEIR, only
+the questions that have at least one positive in it are kept (the count dropped is logged).
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import json
+import logging
+from typing import Iterator
+
+from dpr_jax.data.passages import Problem, base_suffix, first_nonblank_line, iter_text_lines
+from dpr_jax.data.records import Question
+from dpr_jax.data.training_data import CTX_ID_KEYS, iter_json_records, parse_answers
+from dpr_jax.errors import InputError
+
+log = logging.getLogger(__name__)
+
+QUESTION_FORMATS = ("jsonl", "tsv", "beir", "dpr")
+
+
+def detect_question_format(path) -> str:
+    """Guess the question file format from its extension and first record."""
+    ext = base_suffix(path)
+    if ext in (".tsv", ".csv"):
+        return "tsv"
+    first = first_nonblank_line(path)
+    if first.startswith("["):
+        return "dpr"
+    if first.startswith("{"):
+        try:
+            obj = json.loads(first)
+        except json.JSONDecodeError:
+            return "jsonl"  # reported with its line by the reader
+        if isinstance(obj, dict):
+            if "positive_ctxs" in obj:
+                return "dpr"
+            if "_id" in obj and "question" not in obj:
+                return "beir"
+        return "jsonl"
+    if "\t" in first:
+        return "tsv"
+    raise InputError(path, "cannot tell the question format from the extension or the first line; "
+                           f"pass fmt= one of {', '.join(QUESTION_FORMATS)}")
+
+
+def read_questions(path, *, fmt: str | None = None, qrels=None, problems: list | None = None) -> list[Question]:
+    """Read all questions of a file (see the module docstring for formats and ``qrels``).
+
+    Without ``problems`` the first bad record raises :class:`InputError` (file:line, field); with a
+    list, bad records are appended to it as :class:`Problem` and skipped (used by validation).
+    """
+    fmt = fmt or detect_question_format(path)
+    if fmt not in QUESTION_FORMATS:
+        raise InputError(path, f"unknown question format {fmt!r}; expected one of {', '.join(QUESTION_FORMATS)}")
+    parse = {"jsonl": _jsonl_questions, "tsv": _tsv_questions, "beir": _beir_questions, "dpr": _dpr_questions}[fmt]
+    questions: list[Question] = []
+    seen: dict[str, int] = {}
+    for line, item in parse(path):
+        if not isinstance(item, InputError) and item.id in seen:
+            item = InputError(path, f"duplicate question id {item.id!r} (first on line {seen[item.id]})",
+                              line=line, field="id")
+        if isinstance(item, InputError):
+            if problems is None:
+                raise item
+            problems.append(Problem.from_error(item))
+            continue
+        seen[item.id] = line
+        questions.append(item)
+    if not questions and not problems:
+        raise InputError(path, "no questions in file")
+    if qrels is not None:
+        questions = apply_qrels(questions, read_qrels(qrels), qrels)
+    return questions
+
+
+def read_qrels(path) -> dict[str, tuple[str, ...]]:
+    """BEIR qrels TSV -> ``{query_id: positive corpus ids}`` (score > 0, file order, no duplicates)."""
+    positives: dict[str, dict[str, None]] = {}
+    reader = csv.reader(iter_text_lines(path), delimiter="\t")
+    first = True
+    for row in reader:
+        line = reader.line_num
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue
+        is_first, first = first, False
+        if len(row) not in (3, 4):  # TREC style "qid 0 docid score" has 4 columns
+            raise InputError(path, f"expected 3 tab-separated columns (query-id, corpus-id, score), "
+                                   f"found {len(row)}", line=line)
+        qid, did, score = (row[0], row[1], row[2]) if len(row) == 3 else (row[0], row[2], row[3])
+        try:
+            value = float(score)
+        except ValueError:
+            if is_first:  # header line, e.g. "query-id  corpus-id  score"
+                continue
+            raise InputError(path, f"score {score!r} is not a number", line=line, field="score") from None
+        if not qid.strip() or not did.strip():
+            raise InputError(path, "empty query or corpus id", line=line)
+        if value > 0:
+            positives.setdefault(qid.strip(), {})[did.strip()] = None
+    return {q: tuple(d) for q, d in positives.items()}
+
+
+def apply_qrels(questions: list[Question], qrels: dict[str, tuple[str, ...]], source="qrels") -> list[Question]:
+    """Questions with positive ids from ``qrels``; those without any positive are left out (logged)."""
+    kept = [Question(q.id, q.question, q.answers, qrels[q.id]) for q in questions if q.id in qrels]
+    if len(kept) < len(questions):
+        log.info("%s: %d of %d questions have no positive in the qrels and are left out",
+                 source, len(questions) - len(kept), len(questions))
+    unknown = len(set(qrels) - {q.id for q in questions})
+    if unknown:
+        log.warning("%s: %d query id(s) in the qrels are not among the questions", source, unknown)
+    return kept
+
+
+def _string_field(path, line, obj, key, *, required=True):
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise InputError(path, "missing", line=line, field=key)
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and key in ("id", "_id"):
+        return str(value)
+    if not isinstance(value, str):
+        raise InputError(path, f"must be a string, got {type(value).__name__}", line=line, field=key)
+    if not value.strip():
+        raise InputError(path, "empty", line=line, field=key)
+    return value
+
+
+def _id_list(path, line, value, field) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise InputError(path, f"must be a list of ids, got {type(value).__name__}", line=line, field=field)
+    for i, v in enumerate(value):
+        if isinstance(v, bool) or not isinstance(v, (str, int)) or not str(v).strip():
+            raise InputError(path, "must be a non-empty string or integer id", line=line, field=f"{field}[{i}]")
+    return tuple(dict.fromkeys(str(v) for v in value))
+
+
+def _records(path) -> Iterator[tuple[int, int, object]]:
+    """``(index, line, obj)`` of a JSON file's records; a malformed line is passed on as an error."""
+    for index, (line, obj) in enumerate(iter_json_records(path)):
+        if not isinstance(obj, (dict, InputError)):
+            obj = InputError(path, f"expected a JSON object, got {type(obj).__name__}", line=line)
+        yield index, line, obj
+
+
+def _jsonl_questions(path):
+    for index, line, obj in _records(path):
+        try:
+            if isinstance(obj, InputError):
+                raise obj
+            qid = _string_field(path, line, obj, "id", required=False) or str(index)
+            question = _string_field(path, line, obj, "question")
+            answers = parse_answers(path, line, obj["answers"]) if obj.get("answers") is not None else ()
+            pos = obj.get("positive_ids")
+            positive_ids = _id_list(path, line, pos, "positive_ids") if pos is not None else ()
+            yield line, Question(qid, question, answers, positive_ids)
+        except InputError as e:
+            yield line, e
+
+
+def _beir_questions(path):
+    for _, line, obj in _records(path):
+        try:
+            if isinstance(obj, InputError):
+                raise obj
+            yield line, Question(_string_field(path, line, obj, "_id"), _string_field(path, line, obj, "text"))
+        except InputError as e:
+            yield line, e
+
+
+def _dpr_questions(path):
+    for index, line, obj in _records(path):
+        try:
+            if isinstance(obj, InputError):
+                raise obj
+            qid = _string_field(path, line, obj, "id", required=False) or str(index)
+            question = _string_field(path, line, obj, "question")
+            answers = parse_answers(path, line, obj["answers"]) if obj.get("answers") is not None else ()
+            ctxs = obj.get("positive_ctxs") or []
+            if not isinstance(ctxs, list):
+                raise InputError(path, f"must be a list, got {type(ctxs).__name__}", line=line, field="positive_ctxs")
+            ids = []
+            for i, ctx in enumerate(ctxs):
+                pid = next((ctx[k] for k in CTX_ID_KEYS if ctx.get(k) is not None), None) \
+                    if isinstance(ctx, dict) else None
+                if pid is None or isinstance(pid, bool) or not isinstance(pid, (str, int)) or not str(pid).strip():
+                    raise InputError(path, f"needs a passage id ({'/'.join(CTX_ID_KEYS)})", line=line,
+                                     field=f"positive_ctxs[{i}]")
+                ids.append(str(pid))
+            yield line, Question(qid, question, answers, tuple(dict.fromkeys(ids)))
+        except InputError as e:
+            yield line, e
+
+
+def parse_answer_list(path, line: int, text: str) -> tuple[str, ...]:
+    """DPR QA TSV answer column: a JSON list, else a Python literal list (``ast.literal_eval``)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        try:
+            value = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            raise InputError(path, f"not a JSON or Python list of strings: {text[:80]!r}",
+                             line=line, field="answers") from None
+    if isinstance(value, tuple):
+        value = list(value)
+    return parse_answers(path, line, value)
+
+
+def _tsv_questions(path):
+    reader = csv.reader(iter_text_lines(path), delimiter="\t")
+    prev_end = 0
+    index = 0
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise InputError(path, f"malformed TSV: {e}", line=reader.line_num) from None
+        line, prev_end = prev_end + 1, reader.line_num
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue
+        try:
+            if len(row) != 2:
+                raise InputError(path, f"expected 2 tab-separated columns (question, answer list), "
+                                       f"found {len(row)}", line=line)
+            if not row[0].strip():
+                raise InputError(path, "empty question", line=line, field="question")
+            yield line, Question(str(index), row[0], parse_answer_list(path, line, row[1]))
+        except InputError as e:
+            yield line, e
+        index += 1
+
+
+__all__ = ["QUESTION_FORMATS", "apply_qrels", "detect_question_format", "parse_answer_list", "read_qrels",
+           "read_questions"]

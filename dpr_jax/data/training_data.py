@@ -1,0 +1,240 @@
+"""DPR retriever training records: reading with validation, and writing.
+
+The input is facebookresearch/DPR's retriever format, either one JSON array (like
+``biencoder-nq-train.json``) or JSON lines (one record per line), optionally gzipped::
+
+    {"question": "...", "answers": ["..."],
+     "positive_ctxs": [{"title": "...", "text": "...", "passage_id": "..."}],
+     "negative_ctxs": [...], "hard_negative_ctxs": [...]}
+
+A ctx's id is read from ``passage_id``, ``id`` or ``psg_id`` (the spellings DPR's files use) and may
+be absent (``""``); extra keys such as ``score`` or ``has_answer`` are ignored. ``answers`` may be
+absent (empty), but when present must be a list of strings.
+
+Every record carries ``source = "file:line"`` (for a JSON array, the line where the record's ``{``
+is), and every problem found - no positive, empty question, missing field, empty ctx text,
+non-list answers... - is a :class:`~dpr_jax.data.passages.Problem` at that place. With
+``on_error="fail"`` the first one raises :class:`~dpr_jax.errors.InputError`; with ``"skip"`` the
+bad records are dropped, returned, and summarised in a logged warning: never a silent drop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from dpr_jax.data.passages import Problem, iter_text_lines, read_text
+from dpr_jax.data.records import Passage, TrainRecord
+from dpr_jax.errors import InputError
+from dpr_jax.io_utils import atomic_open
+
+log = logging.getLogger(__name__)
+
+CTX_ID_KEYS = ("passage_id", "id", "psg_id")
+_CTX_LISTS = (("positive_ctxs", True), ("negative_ctxs", False), ("hard_negative_ctxs", False))
+
+
+def _is_json_array(path) -> bool:
+    """True when the file's first non-whitespace character is ``[`` (one JSON array)."""
+    for line in iter_text_lines(path):
+        if line.strip():
+            return line.lstrip().startswith("[")
+    return False
+
+
+def iter_json_records(path) -> Iterator[tuple[int, object]]:
+    """Yield ``(line, value)`` for each record of a JSON-array or JSON-lines file.
+
+    ``line`` is 1-based: the record's line in JSONL, the line where the element starts in a JSON
+    array. A JSONL line that is not valid JSON is yielded as an :class:`InputError` (the caller
+    decides whether to stop); a broken JSON array raises, since nothing after the break can be
+    trusted. Blank JSONL lines are skipped.
+    """
+    if _is_json_array(path):
+        yield from _iter_json_array(path)
+    else:
+        yield from _iter_json_lines(path)
+
+
+def _iter_json_lines(path) -> Iterator[tuple[int, object]]:
+    for lineno, line in enumerate(iter_text_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield lineno, json.loads(line)
+        except json.JSONDecodeError as e:
+            yield lineno, InputError(path, f"malformed JSON: {e.msg} (column {e.colno})", line=lineno)
+
+
+def _iter_json_array(path) -> Iterator[tuple[int, object]]:
+    """Decode a JSON array element by element with ``raw_decode`` to know where each one starts."""
+    text = read_text(path)
+    decoder = json.JSONDecoder()
+    n = len(text)
+
+    def skip_ws(i: int) -> int:
+        while i < n and text[i] in " \t\r\n":
+            i += 1
+        return i
+
+    def error(i: int, msg: str) -> InputError:
+        return InputError(path, f"malformed JSON array: {msg}", line=text.count("\n", 0, i) + 1)
+
+    pos = skip_ws(0) + 1  # just after "["
+    line, line_pos = 1, 0  # line number of text[line_pos], advanced incrementally
+    pos = skip_ws(pos)
+    if pos < n and text[pos] == "]":
+        if skip_ws(pos + 1) != n:
+            raise error(pos + 1, "unexpected content after the closing ']'")
+        return
+    while True:
+        if pos >= n:
+            raise error(pos, "unexpected end of file (missing ']')")
+        try:
+            obj, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as e:
+            raise InputError(path, f"malformed JSON: {e.msg} (column {e.colno})", line=e.lineno) from None
+        line += text.count("\n", line_pos, pos)
+        line_pos = pos
+        yield line, obj
+        pos = skip_ws(end)
+        if pos < n and text[pos] == ",":
+            pos = skip_ws(pos + 1)
+            continue
+        if pos < n and text[pos] == "]":
+            if skip_ws(pos + 1) != n:
+                raise error(pos + 1, "unexpected content after the closing ']'")
+            return
+        raise error(pos, "expected ',' or ']' after an element")
+
+
+def parse_ctx(path, line: int, ctx, field: str) -> Passage:
+    """One ``*_ctxs`` entry as a :class:`Passage`; raises :class:`InputError` when it is unusable."""
+    if not isinstance(ctx, dict):
+        raise InputError(path, f"must be an object, got {type(ctx).__name__}", line=line, field=field)
+    text = ctx.get("text")
+    if text is None:
+        raise InputError(path, "missing 'text'", line=line, field=field)
+    if not isinstance(text, str):
+        raise InputError(path, f"'text' must be a string, got {type(text).__name__}", line=line, field=field)
+    if not text.strip():
+        raise InputError(path, "empty 'text'", line=line, field=field)
+    title = ctx.get("title")
+    if title is None:
+        title = ""
+    if not isinstance(title, str):
+        raise InputError(path, f"'title' must be a string, got {type(title).__name__}", line=line, field=field)
+    pid = next((ctx[k] for k in CTX_ID_KEYS if ctx.get(k) is not None), "")
+    if isinstance(pid, bool) or not isinstance(pid, (str, int)):
+        raise InputError(path, f"id must be a string or integer, got {type(pid).__name__}", line=line, field=field)
+    return Passage(id=str(pid), text=text, title=title)
+
+
+def parse_answers(path, line: int, answers, field: str = "answers") -> tuple[str, ...]:
+    """A list of answer strings (numbers are accepted and turned into strings)."""
+    if not isinstance(answers, list):
+        raise InputError(path, f"must be a list of strings, got {type(answers).__name__}", line=line, field=field)
+    out = []
+    for i, a in enumerate(answers):
+        if isinstance(a, (int, float)) and not isinstance(a, bool):
+            a = str(a)
+        if not isinstance(a, str):
+            raise InputError(path, f"must be a string, got {type(a).__name__}", line=line, field=f"{field}[{i}]")
+        out.append(a)
+    return tuple(out)
+
+
+def parse_training_record(path, line: int, obj) -> TrainRecord:
+    """Validate one DPR retriever record; raises :class:`InputError` naming the field."""
+    if not isinstance(obj, dict):
+        raise InputError(path, f"expected a JSON object, got {type(obj).__name__}", line=line)
+    question = obj.get("question")
+    if question is None:
+        raise InputError(path, "missing", line=line, field="question")
+    if not isinstance(question, str):
+        raise InputError(path, f"must be a string, got {type(question).__name__}", line=line, field="question")
+    if not question.strip():
+        raise InputError(path, "empty question", line=line, field="question")
+    answers = parse_answers(path, line, obj["answers"]) if obj.get("answers") is not None else ()
+    ctx_lists = {}
+    for key, required in _CTX_LISTS:
+        value = obj.get(key)
+        if value is None:
+            if required:
+                raise InputError(path, "missing (every record needs at least one positive)", line=line, field=key)
+            value = []
+        if not isinstance(value, list):
+            raise InputError(path, f"must be a list, got {type(value).__name__}", line=line, field=key)
+        if required and not value:
+            raise InputError(path, "no positive passage", line=line, field=key)
+        ctx_lists[key] = tuple(parse_ctx(path, line, c, f"{key}[{i}]") for i, c in enumerate(value))
+    return TrainRecord(question=question, answers=answers, positives=ctx_lists["positive_ctxs"],
+                       negatives=ctx_lists["negative_ctxs"], hard_negatives=ctx_lists["hard_negative_ctxs"],
+                       source=f"{path}:{line}")
+
+
+def read_training_records(path, *, on_error: str = "fail") -> tuple[list[TrainRecord], list[Problem]]:
+    """Read and validate a DPR retriever training file (JSON array or JSON lines, ``.gz`` allowed).
+
+    ``on_error="fail"`` raises :class:`InputError` at the first bad record; ``"skip"`` drops bad
+    records, logs a warning with their count and first locations, and returns them as problems.
+    """
+    if on_error not in ("fail", "skip"):
+        raise ValueError(f"on_error must be 'fail' or 'skip', not {on_error!r}")
+    records: list[TrainRecord] = []
+    problems: list[Problem] = []
+    for line, obj in iter_json_records(path):
+        try:
+            if isinstance(obj, InputError):
+                raise obj
+            records.append(parse_training_record(path, line, obj))
+        except InputError as e:
+            if on_error == "fail":
+                raise
+            problems.append(Problem.from_error(e))
+    if problems:
+        shown = "; ".join(str(p) for p in problems[:3])
+        log.warning("skipped %d bad training record(s) of %d in %s (kept %d): %s%s", len(problems),
+                    len(problems) + len(records), path, len(records), shown,
+                    " ..." if len(problems) > 3 else "")
+    if not records and not problems:
+        raise InputError(path, "no training records in file")
+    return records, problems
+
+
+def ctx_to_dict(p: Passage) -> dict:
+    """A passage as a DPR ctx object."""
+    return {"title": p.title, "text": p.text, "passage_id": p.id}
+
+
+def train_record_to_dict(rec: TrainRecord, *, record_id: str | None = None) -> dict:
+    """A record in DPR's retriever form (``id`` first when given)."""
+    out = {} if record_id is None else {"id": record_id}
+    out.update(question=rec.question, answers=list(rec.answers),
+               positive_ctxs=[ctx_to_dict(p) for p in rec.positives],
+               negative_ctxs=[ctx_to_dict(p) for p in rec.negatives],
+               hard_negative_ctxs=[ctx_to_dict(p) for p in rec.hard_negatives])
+    return out
+
+
+def write_training_records(path, records: Iterable[TrainRecord], *, ids: Iterable[str] | None = None) -> int:
+    """Write records as DPR retriever JSON lines, atomically; returns how many were written.
+
+    ``ids``, when given, is a parallel sequence of record ids stored as ``"id"`` (e.g. SQuAD's
+    question ids); the readers ignore it.
+    """
+    ids_iter = iter(ids) if ids is not None else None
+    n = 0
+    with atomic_open(Path(path)) as f:
+        for rec in records:
+            rid = next(ids_iter) if ids_iter is not None else None
+            f.write(json.dumps(train_record_to_dict(rec, record_id=rid), ensure_ascii=False))
+            f.write("\n")
+            n += 1
+    return n
+
+
+__all__ = ["CTX_ID_KEYS", "Problem", "ctx_to_dict", "iter_json_records", "parse_answers", "parse_ctx",
+           "parse_training_record", "read_training_records", "train_record_to_dict", "write_training_records"]
