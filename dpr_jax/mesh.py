@@ -55,3 +55,8 @@ def global_batch(local_tree, mesh: Mesh):
 def replicate(tree, mesh: Mesh):
     """Place a pytree replicated on every device of the mesh."""
     return jax.device_put(tree, replicated(mesh))
+
+
+def make_local_mesh() -> Mesh:
+    """A 1-D data mesh over this process's devices only (independent per-host work: offline encoding)."""
+    return Mesh(np.asarray(jax.local_devices()), (DATA_AXIS,))

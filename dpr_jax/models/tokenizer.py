@@ -16,6 +16,11 @@ import numpy as np
 from dpr_jax.errors import DprJaxError
 
 
+def passage_inputs(titles: Sequence[str], texts: Sequence[str]) -> list:
+    """DPR's context input: the (title, text) pair, or the text alone when there is no title."""
+    return [(title, text) if title else text for title, text in zip(titles, texts)]
+
+
 class TextTokenizer:
     """Turns questions and (title, text) passages into padded int32 id/mask/type arrays."""
 
@@ -44,14 +49,16 @@ class TextTokenizer:
     def save(self, out_dir: str | Path) -> None:
         self.hf.save_pretrained(str(out_dir))
 
-    def _encode(self, inputs, max_length: int):
+    def encode_raw(self, inputs, max_length: int):
+        """Token encodings (unpadded) of strings or (title, text) pairs, truncated to ``max_length``."""
         self._tok.enable_truncation(max_length, strategy="longest_first")
         try:
             return self._tok.encode_batch(inputs)
         finally:
             self._tok.no_truncation()
 
-    def _pad(self, encodings, pad_to: int | None, multiple: int = 8) -> dict:
+    def pad(self, encodings, pad_to: int | None = None, multiple: int = 8) -> dict:
+        """Stack encodings into int32 arrays padded to ``pad_to`` or the longest rounded up to ``multiple``."""
         longest = max((len(e.ids) for e in encodings), default=1)
         length = pad_to if pad_to is not None else -(-longest // multiple) * multiple
         n = len(encodings)
@@ -67,15 +74,14 @@ class TextTokenizer:
 
     def questions(self, texts: Sequence[str], max_length: int, pad_to: int | None = None) -> dict:
         """Questions alone: ``[CLS] question [SEP]``."""
-        return self._pad(self._encode(list(texts), max_length), pad_to)
+        return self.pad(self.encode_raw(list(texts), max_length), pad_to)
 
     def passages(self, titles: Sequence[str], texts: Sequence[str], max_length: int,
                  pad_to: int | None = None) -> dict:
         """``[CLS] title [SEP] text [SEP]`` (text alone when the title is empty), as DPR encodes contexts."""
-        inputs = [(title, text) if title else text for title, text in zip(titles, texts)]
-        return self._pad(self._encode(inputs, max_length), pad_to)
+        return self.pad(self.encode_raw(passage_inputs(titles, texts), max_length), pad_to)
 
     def lengths(self, texts: Sequence[str], titles: Sequence[str] | None = None, max_length: int = 512) -> np.ndarray:
         """Token counts after truncation (used to sort passages into length buckets)."""
-        inputs = list(texts) if titles is None else [(t, x) if t else x for t, x in zip(titles, texts)]
-        return np.array([len(e.ids) for e in self._encode(inputs, max_length)], dtype=np.int32)
+        inputs = list(texts) if titles is None else passage_inputs(titles, texts)
+        return np.array([len(e.ids) for e in self.encode_raw(inputs, max_length)], dtype=np.int32)

@@ -1,0 +1,61 @@
+"""Encode a corpus offline into embedding shards (``INDEX/shard-NNNNN.npy`` + ``.ids``, ``meta.json``).
+
+Streams the passages (memory bounded by --block-size, not by the corpus), sorts each block by token
+length so little compute is spent on padding, splits batches over all local devices, and writes one
+shard per block (temporary name, then rename). Rerunning skips finished shards. ``--shard I/N`` (or
+a multi-process launch, which sets it from the process index) splits the corpus across hosts or jobs.
+
+Example:
+  dpr-jax encode --model sentence-transformers/all-MiniLM-L6-v2 --passages passages.jsonl --out index/
+"""
+
+HELP = "encode a passage corpus into embedding shards on disk"
+
+
+def add_model_arguments(parser, default_max_length: int) -> None:
+    """--model and the options that say how to load and run it (shared by encode and search)."""
+    parser.add_argument("--model", required=True,
+                        help="Hugging Face directory or hub name, a dpr-jax run directory, or an export")
+    parser.add_argument("--step", type=int, help="checkpoint step of a run directory (default: latest)")
+    parser.add_argument("--pooling", choices=["cls", "mean"], help="override the model's pooling")
+    parser.add_argument("--compute-dtype", choices=["float32", "bfloat16"], help="activation dtype")
+    parser.add_argument("--batch-size", type=int, default=64, help="sequences per batch (split over local devices)")
+    parser.add_argument("--max-length", type=int, default=default_max_length, help="max tokens per sequence")
+
+
+def load_from_args(args):
+    from dpr_jax.models.loading import load_model
+
+    return load_model(args.model, pooling=args.pooling, dtype=args.compute_dtype, step=args.step)
+
+
+def add_arguments(parser):
+    from dpr_jax.distributed import add_distributed_arguments
+
+    add_model_arguments(parser, default_max_length=256)
+    parser.add_argument("--passages", required=True, help="passages: DPR TSV, JSONL or BEIR corpus.jsonl")
+    parser.add_argument("--out", required=True, help="index directory to write")
+    parser.add_argument("--shard", help="I/N: encode only job I's blocks of N (default: this process of a launch)")
+    parser.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="stored vector dtype")
+    parser.add_argument("--block-size", type=int, default=100_000, help="passages per output shard")
+    add_distributed_arguments(parser)
+
+
+def run(args) -> int:
+    import sys
+
+    import jax
+
+    from dpr_jax.distributed import initialize_from_args
+    from dpr_jax.index.encode import encode_corpus, parse_shard
+
+    initialize_from_args(args)
+    shard = parse_shard(args.shard) if args.shard else (jax.process_index(), jax.process_count())
+    loaded = load_from_args(args)
+    summary = encode_corpus(loaded, args.passages, args.out, shard=shard, block_size=args.block_size,
+                            batch_size=args.batch_size, max_length=args.max_length, out_dtype=args.dtype)
+    print(f"{args.out}: {len(summary['written'])} shard(s) written, {len(summary['skipped'])} already done "
+          f"(job {shard[0]}/{shard[1]}, {summary['count']} passages in the corpus)", file=sys.stderr)
+    if summary["meta"] is None:
+        print("meta.json not written yet: other jobs' shards are still missing", file=sys.stderr)
+    return 0

@@ -1,0 +1,54 @@
+"""Retrieve passages for questions from a dense index by exact maximum inner product search.
+
+Encodes the questions, then scores them against the index's shards streamed from disk with a
+jitted matmul + top_k on every local device, merging a running top-k (corpora larger than memory
+work). Writes DPR result JSON (question, answers, ctxs with id/title/text/score/has_answer), or a
+TREC run with --trec.
+
+Example:
+  dpr-jax search --model sentence-transformers/all-MiniLM-L6-v2 --index index/ \\
+      --questions eval.jsonl --passages passages.jsonl --k 100 --out dense.json
+"""
+
+from dpr_jax.commands.encode import add_model_arguments, load_from_args
+
+HELP = "retrieve top-k passages for questions from a dense index"
+
+
+def add_arguments(parser):
+    add_model_arguments(parser, default_max_length=64)
+    parser.add_argument("--index", required=True, help="index directory written by dpr-jax encode")
+    parser.add_argument("--questions", required=True, help="questions: JSONL, DPR QA TSV, BEIR queries.jsonl")
+    parser.add_argument("--qrels", help="BEIR qrels TSV giving positive ids")
+    parser.add_argument("--passages", help="passages file, to put title/text/has_answer into the output "
+                                           "(default: the one the index was encoded from)")
+    parser.add_argument("--k", type=int, default=100, help="passages per question")
+    parser.add_argument("--match", default="string", choices=["string", "regex"], help="answer matching")
+    parser.add_argument("--out", required=True, help="run file to write")
+    parser.add_argument("--trec", action="store_true", help="write a TREC run file instead of DPR JSON")
+
+
+def run(args) -> int:
+    import sys
+    from pathlib import Path
+
+    from dpr_jax.data.questions import read_questions
+    from dpr_jax.index.retrieve import search_questions
+    from dpr_jax.index.runs import attach_passages, write_dpr_run, write_trec_run
+    from dpr_jax.index.store import read_meta
+
+    questions = read_questions(args.questions, qrels=args.qrels)
+    loaded = load_from_args(args)
+    entries = search_questions(loaded, args.index, questions, args.k, batch_size=args.batch_size,
+                               max_length=args.max_length)
+    if args.trec:
+        write_trec_run(args.out, entries)
+    else:
+        passages = args.passages or read_meta(args.index).get("passages")
+        if passages and Path(passages).exists():
+            entries = attach_passages(entries, passages, match=args.match)
+        else:
+            print("note: passages file unknown; ctxs carry ids and scores only", file=sys.stderr)
+        write_dpr_run(args.out, entries)
+    print(f"{args.out}: {len(entries)} questions x top-{args.k}", file=sys.stderr)
+    return 0

@@ -1,0 +1,182 @@
+"""Batched encoding of texts and offline encoding of a corpus into embedding shards.
+
+:class:`TextEncoder` turns questions or passages into vectors: it tokenises once, sorts by token
+length so each batch is padded only to a few bucket lengths (little compute spent on padding, few
+jit compilations), splits every batch over this process's devices, and keeps one batch in flight
+while the host prepares the next.
+
+:func:`encode_corpus` streams a passages file (memory bounded by ``block_size``, whatever the corpus
+size) and writes one shard per block of passages with :mod:`dpr_jax.index.store`. Block ``b`` belongs
+to job ``b % N`` of ``--shard I/N``, so hosts or jobs split a corpus without coordinating; finished
+shards are skipped on a rerun (resumable after a kill), and ``meta.json`` is written by the job that
+finds every shard done.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import sys
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+from tqdm.auto import tqdm
+
+from dpr_jax.data.passages import count_lines, detect_passage_format, read_passages
+from dpr_jax.errors import DprJaxError
+from dpr_jax.index import store
+from dpr_jax.io_utils import write_json
+from dpr_jax.mesh import data_sharding, make_local_mesh, replicate
+from dpr_jax.models.tokenizer import passage_inputs
+
+SIDES = ("question", "passage")
+
+
+def bucket_length(longest: int, max_length: int) -> int:
+    """Padded length for a batch whose longest sequence is ``longest`` tokens.
+
+    Multiples of 32 up to 128, of 64 above: at most ~10 shapes for 512 tokens, and at most 1/3 of a
+    batch's positions wasted on padding once sequences are sorted by length.
+    """
+    step = 32 if longest <= 128 else 64
+    return min(-(-longest // step) * step, max(max_length, longest))
+
+
+def _apply(graphdef, side, state, batch):
+    model = nnx.merge(graphdef, state)
+    return model.tower(side)(batch)
+
+
+class TextEncoder:
+    """Encodes questions or passages with a loaded dual encoder over this process's devices."""
+
+    def __init__(self, loaded, *, batch_size: int = 64, max_length: int = 256, mesh=None):
+        self.loaded = loaded
+        self.tokenizer = loaded.tokenizer
+        self.mesh = mesh or make_local_mesh()
+        self.num_devices = self.mesh.devices.size
+        self.batch_size = int(batch_size)
+        if self.batch_size < 1:
+            raise DprJaxError("batch size must be at least 1")
+        # the global batch is padded to a multiple of the device count so every device gets rows
+        self.global_batch = -(-self.batch_size // self.num_devices) * self.num_devices
+        self.max_length = int(max_length)
+        graphdef, state = nnx.split(loaded.model)
+        self.state = replicate(state, self.mesh)
+        self._in_sharding = data_sharding(self.mesh)
+        self._fns = {side: jax.jit(functools.partial(_apply, graphdef, side)) for side in SIDES}
+
+    @property
+    def dim(self) -> int:
+        return self.loaded.model.dim
+
+    def encode_questions(self, questions: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
+        return self.encode("question", list(questions), progress)
+
+    def encode_passages(self, titles: Sequence[str], texts: Sequence[str],
+                        progress: Callable[[int], None] | None = None) -> np.ndarray:
+        return self.encode("passage", passage_inputs(titles, texts), progress)
+
+    def encode(self, side: str, inputs: list, progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """float32 ``[len(inputs), dim]`` vectors, in input order."""
+        out = np.zeros((len(inputs), self.dim), dtype=np.float32)
+        if not inputs:
+            return out
+        encodings = self.tokenizer.encode_raw(inputs, self.max_length)
+        order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
+        fn = self._fns[side]
+        pending = None  # (row indices, device array): one batch in flight while the next is prepared
+        for start in range(0, len(order), self.global_batch):
+            rows = order[start:start + self.global_batch]
+            batch_encs = [encodings[i] for i in rows]
+            length = bucket_length(max(len(e.ids) for e in batch_encs), self.max_length)
+            arrays = self.tokenizer.pad(batch_encs, pad_to=length)
+            if len(rows) < self.global_batch:  # pad the last batch with empty rows (one shape per bucket)
+                arrays = {k: np.pad(v, ((0, self.global_batch - len(rows)), (0, 0))) for k, v in arrays.items()}
+            result = fn(self.state, jax.device_put(arrays, self._in_sharding))
+            if pending is not None:
+                self._collect(out, *pending, progress)
+            pending = (rows, result)
+        self._collect(out, *pending, progress)
+        return out
+
+    @staticmethod
+    def _collect(out, rows, result, progress):
+        out[rows] = np.asarray(result)[: len(rows)]
+        if progress is not None:
+            progress(len(rows))
+
+
+def parse_shard(spec: str | None) -> tuple[int, int]:
+    """``"I/N"`` -> (I, N) with 0 <= I < N; None -> (0, 1)."""
+    if not spec:
+        return 0, 1
+    try:
+        i, n = (int(x) for x in spec.split("/"))
+    except ValueError:
+        raise DprJaxError(f"--shard must look like I/N (e.g. 0/4), not {spec!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise DprJaxError(f"--shard {spec}: need 0 <= I < N")
+    return i, n
+
+
+def _blocks(passages: Iterable, block_size: int):
+    it = iter(passages)
+    for b in itertools.count():
+        block = list(itertools.islice(it, block_size))
+        if not block:
+            return
+        yield b, block
+
+
+def encode_corpus(loaded, passages_path, out_dir, *, shard: tuple[int, int] = (0, 1), block_size: int = 100_000,
+                  batch_size: int = 64, max_length: int = 256, out_dtype: str = "float16",
+                  progress: bool = True, mesh=None) -> dict:
+    """Encode ``passages_path`` into ``out_dir`` shards; returns a summary (count, shards written/skipped, meta or None)."""
+    if out_dtype not in ("float16", "float32"):
+        raise DprJaxError(f"--dtype must be float16 or float32, not {out_dtype!r}")
+    out_dir = Path(out_dir)
+    job, num_jobs = shard
+    encoder = TextEncoder(loaded, batch_size=batch_size, max_length=max_length, mesh=mesh)
+    settings = {**loaded.describe(), "max_length": max_length, "dtype": out_dtype, "block_size": block_size,
+                "passages": str(Path(passages_path).resolve())}
+    _check_settings(out_dir, settings)
+
+    total = count_lines(passages_path) - (detect_passage_format(passages_path) == "dpr_tsv")
+    bar = tqdm(total=total, unit="psg", desc=f"encode {job}/{num_jobs}", disable=not progress,
+               file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
+    written, skipped, count = [], [], 0
+    for b, block in _blocks(read_passages(passages_path), block_size):
+        count += len(block)
+        if b % num_jobs != job or store.shard_done(out_dir, b):
+            (skipped.append(b) if b % num_jobs == job else None)
+            bar.update(len(block))
+            continue
+        vectors = encoder.encode_passages([p.title for p in block], [p.text for p in block], progress=bar.update)
+        store.write_shard(out_dir, b, vectors.astype(out_dtype), [p.id for p in block])
+        written.append(b)
+    bar.close()
+    num_shards = -(-count // block_size)
+    meta = None
+    if all(store.shard_done(out_dir, b) for b in range(num_shards)):
+        meta = {**settings, "count": count, "num_shards": num_shards, "dim": encoder.dim}
+        store.write_meta(out_dir, **meta)
+    return {"count": count, "written": written, "skipped": skipped, "num_shards": num_shards, "meta": meta}
+
+
+def _check_settings(out_dir: Path, settings: dict) -> None:
+    """Refuse to resume into an index started with another model or settings (shards would not mix)."""
+    path = out_dir / "encode-settings.json"
+    if path.exists():
+        import json
+
+        previous = json.loads(path.read_text())
+        diff = {k: (previous.get(k), v) for k, v in settings.items() if previous.get(k) != v}
+        if diff:
+            detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+            raise DprJaxError(f"{out_dir} was started with other settings ({detail}); use a new --out directory")
+    else:
+        write_json(path, settings)

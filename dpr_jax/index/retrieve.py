@@ -1,0 +1,60 @@
+"""Dense retrieval end to end: encode questions, search an index exactly, return ranked passage ids."""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from dpr_jax.data.records import Question
+from dpr_jax.errors import DprJaxError
+from dpr_jax.index.encode import TextEncoder
+from dpr_jax.index.runs import Hit, RunEntry
+from dpr_jax.index.search import exact_search
+from dpr_jax.mesh import make_local_mesh
+from dpr_jax.index.store import open_index
+
+
+def _as_loaded(model, dtype=None):
+    if isinstance(model, str):
+        from dpr_jax.models.loading import load_model
+
+        return load_model(model, dtype=dtype)
+    return model
+
+
+def encode_question_texts(loaded, texts: Sequence[str], *, batch_size: int = 128, max_length: int = 64,
+                          progress: bool = True) -> np.ndarray:
+    """float32 question vectors with a progress bar."""
+    encoder = TextEncoder(loaded, batch_size=batch_size, max_length=max_length)
+    with tqdm(total=len(texts), unit="q", desc="encode questions", disable=not progress, file=sys.stderr) as bar:
+        return encoder.encode_questions(texts, progress=bar.update)
+
+
+def dense_search(model, index_dir, questions: Sequence[str], k: int, *, batch_size: int = 128,
+                 max_length: int = 64, chunk_rows: int = 262_144, progress: bool = True,
+                 dtype: str | None = None) -> tuple[list[list[str]], np.ndarray]:
+    """Top-``k`` passage ids and scores for each question (``model``: a spec string or a LoadedModel)."""
+    loaded = _as_loaded(model, dtype)
+    index = open_index(index_dir)
+    if index.dim != loaded.model.dim:
+        raise DprJaxError(f"{index_dir} holds {index.dim}-d vectors but the model makes {loaded.model.dim}-d ones")
+    built_with = index.meta.get("model")
+    if built_with and built_with != loaded.source and progress:
+        print(f"note: {index_dir} was encoded with {built_with}, questions with {loaded.source}", file=sys.stderr)
+    queries = encode_question_texts(loaded, questions, batch_size=batch_size, max_length=max_length, progress=progress)
+    scores, rows = exact_search(queries, index, min(k, index.count), chunk_rows=chunk_rows, mesh=make_local_mesh(),
+                                progress=progress)
+    ids = [index.id_at(r) for r in rows]
+    return ids, scores
+
+
+def search_questions(model, index_dir, questions: Sequence[Question], k: int, **kwargs) -> list[RunEntry]:
+    """A run (one :class:`RunEntry` per question, hits best first) without passage text yet."""
+    ids, scores = dense_search(model, index_dir, [q.question for q in questions], k, **kwargs)
+    return [
+        RunEntry(q, [Hit(pid, float(s)) for pid, s in zip(row_ids, row_scores)])
+        for q, row_ids, row_scores in zip(questions, ids, scores)
+    ]
