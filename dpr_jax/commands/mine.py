@@ -1,0 +1,62 @@
+"""Mine hard negatives for a DPR training file from BM25 or dense rankings.
+
+For each training question the top --depth passages are retrieved; the best --num that are not
+positives (by id or identical text) and do not contain an answer (DPR's has_answer) replace the
+record's ``hard_negative_ctxs``. --method bm25 uses the cached BM25 index of --passages; --method
+dense uses a trained model (--model) and its encoded corpus (--index), e.g. for a second training
+round with harder negatives.
+"""
+
+from __future__ import annotations
+
+HELP = "mine BM25 or dense hard negatives into a training file"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--passages", required=True, help="passages file the negatives are drawn from")
+    parser.add_argument("--train", required=True, help="DPR retriever training file (JSON or JSONL)")
+    parser.add_argument("--out", required=True, help="training file to write (JSON lines)")
+    parser.add_argument("--method", choices=("bm25", "dense"), default="bm25")
+    parser.add_argument("--model", help="dense: model directory or checkpoint")
+    parser.add_argument("--index", help="dense: encoded corpus directory (from `dpr-jax encode`)")
+    parser.add_argument("--index-dir", help="bm25: index cache directory (default <passages>.bm25/)")
+    parser.add_argument("--num", type=int, default=30, help="hard negatives per question (default 30)")
+    parser.add_argument("--depth", type=int, default=100, help="passages retrieved per question (default 100)")
+    parser.add_argument("--match", choices=("string", "regex"), default="string", help="answer matching")
+    parser.add_argument("--skip-bad-records", action="store_true",
+                        help="drop invalid training records (reported) instead of stopping at the first")
+
+
+def run(args) -> int:
+    import sys
+
+    from dpr_jax.data.negatives import mine_hard_negatives
+    from dpr_jax.data.training_data import read_training_records, write_training_records
+    from dpr_jax.errors import DprJaxError
+    from dpr_jax.index.runs import fetch_passages
+
+    if args.num < 1 or args.depth < args.num:
+        raise DprJaxError(f"need 1 <= --num <= --depth, got --num {args.num} --depth {args.depth}")
+    records, problems = read_training_records(args.train, on_error="skip" if args.skip_bad_records else "fail")
+    queries = [r.question for r in records]
+    if args.method == "bm25":
+        from dpr_jax.index.bm25 import open_or_build
+
+        ids, scores = open_or_build(args.passages, args.index_dir).search(queries, args.depth)
+        # score 0: no term in common with the question, not a BM25 hit (Lucene would not return it)
+        ranked = [[pid for pid, s in zip(row, row_scores) if s > 0] for row, row_scores in zip(ids, scores)]
+    else:
+        if not args.model or not args.index:
+            raise DprJaxError("--method dense needs --model and --index")
+        from dpr_jax.index.retrieve import dense_search
+
+        ranked, _ = dense_search(args.model, args.index, queries, args.depth)
+    passages = fetch_passages(args.passages, {pid for row in ranked for pid in row})
+    mined = mine_hard_negatives(records, ranked, passages, args.num, match=args.match)
+    write_training_records(args.out, mined)
+    short = sum(1 for r in mined if len(r.hard_negatives) < args.num)
+    none = sum(1 for r in mined if not r.hard_negatives)
+    print(f"mined {args.method} hard negatives for {len(mined)} records -> {args.out} "
+          f"({short} with fewer than {args.num}, {none} with none"
+          + (f"; {len(problems)} bad records skipped" if problems else "") + ")", file=sys.stderr)
+    return 0

@@ -1,0 +1,1 @@
+"""Evaluation: DPR's answer matching (``has_answer``) and retrieval metrics (top-k accuracy, recall, MRR)."""

@@ -1,0 +1,1 @@
+"""Offline encoding, exact search, BM25 and hybrid fusion."""

@@ -1,0 +1,237 @@
+"""BM25 over a passages file with `bm25s`, cached on disk next to the corpus.
+
+The sparse baseline of the DPR paper is BM25 via Lucene; pyserini's defaults for it are
+``k1=0.9, b=0.4`` with Lucene's scoring variant, which is what is used here (``bm25s`` with
+``method="lucene"``). Title and text are indexed together; words are lower-cased, English stop
+words are dropped and the rest are Snowball-stemmed (PyStemmer), like Lucene's English analyzer.
+
+Building is streaming: passages are tokenised one by one, only token ids are kept. An index is
+saved as a directory (written under a temporary name and renamed into place) holding the ``bm25s``
+matrices, the tokenizer vocabulary, the passage ids and ``meta.json`` (settings plus the size and
+mtime of the passages file it was built from), which :func:`open_or_build` uses to decide whether
+a cached index is still valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from dpr_jax.errors import DprJaxError, InputError
+
+FORMAT_VERSION = 1
+META_FILE = "meta.json"
+IDS_FILE = "passage_ids.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class BM25Settings:
+    """Everything that changes the index; a cached index is reused only if all of it matches."""
+
+    k1: float = 0.9
+    b: float = 0.4
+    method: str = "lucene"
+    stemmer: str | None = "english"
+    stopwords: str | None = "en"
+    fields: str = "title+text"
+
+
+def _bm25s_version() -> str:
+    import bm25s
+
+    return getattr(bm25s, "__version__", "unknown")
+
+
+def _make_tokenizer(settings: BM25Settings):
+    import bm25s
+
+    stemmer = None
+    if settings.stemmer:
+        import Stemmer
+
+        try:
+            stemmer = Stemmer.Stemmer(settings.stemmer)
+        except KeyError:
+            raise DprJaxError(f"unknown stemmer language {settings.stemmer!r} "
+                              f"(PyStemmer has: {', '.join(Stemmer.algorithms())})") from None
+    return bm25s.tokenization.Tokenizer(lower=True, stopwords=settings.stopwords, stemmer=stemmer)
+
+
+def _passage_text(p) -> str:
+    return f"{p.title} {p.text}" if p.title else p.text
+
+
+def file_fingerprint(path) -> dict:
+    """Size and modification time of a file: a change means a cached index is stale."""
+    st = os.stat(path)
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+class BM25Index:
+    """A BM25 index over a passages file: ``search(queries, k)`` returns passage ids and scores."""
+
+    def __init__(self, retriever, tokenizer, ids: list[str], settings: BM25Settings, source: dict):
+        self.retriever = retriever
+        self.tokenizer = tokenizer
+        self.ids = ids
+        self.settings = settings
+        self.source = source  # fingerprint of the passages file it was built from
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    # -- building ---------------------------------------------------------------------------
+
+    @classmethod
+    def build(cls, passages_path, *, k1: float = 0.9, b: float = 0.4, stemmer: str | None = "english",
+              stopwords: str | None = "en", show_progress: bool = True) -> "BM25Index":
+        """Index every passage (title + text) of ``passages_path`` in one streaming pass.
+
+        Bad records and duplicate ids in the passages file raise :class:`InputError`.
+        """
+        import bm25s
+        from tqdm import tqdm
+
+        from dpr_jax.data.passages import count_lines, read_passages
+
+        settings = BM25Settings(k1=float(k1), b=float(b), stemmer=stemmer, stopwords=stopwords)
+        source = file_fingerprint(passages_path)
+        tokenizer = _make_tokenizer(settings)
+        ids: list[str] = []
+
+        def texts() -> Iterator[str]:
+            for p in tqdm(read_passages(passages_path), total=count_lines(passages_path),
+                          desc="BM25: tokenizing passages", unit="psg", disable=not show_progress):
+                ids.append(p.id)
+                yield _passage_text(p)
+
+        token_ids = list(tokenizer.streaming_tokenize(texts(), update_vocab=True))
+        if not ids:
+            raise InputError(passages_path, "no passages to index")
+        retriever = bm25s.BM25(k1=settings.k1, b=settings.b, method=settings.method)
+        retriever.index(tokenizer.to_tokenized_tuple(token_ids), show_progress=show_progress)
+        return cls(retriever, tokenizer, ids, settings, source)
+
+    # -- persistence ------------------------------------------------------------------------
+
+    def meta(self) -> dict:
+        return {"format_version": FORMAT_VERSION, "bm25s_version": _bm25s_version(),
+                "settings": dataclasses.asdict(self.settings), "source": self.source,
+                "num_passages": len(self.ids)}
+
+    def save(self, index_dir) -> None:
+        """Write the index to ``index_dir`` atomically (a temporary directory renamed into place)."""
+        index_dir = Path(index_dir)
+        index_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{index_dir.name}.", suffix=".tmp", dir=index_dir.parent))
+        try:
+            self.retriever.save(tmp, show_progress=False)
+            self.tokenizer.save_vocab(tmp)
+            self.tokenizer.save_stopwords(tmp)
+            with open(tmp / IDS_FILE, "w", encoding="utf-8") as f:
+                json.dump(self.ids, f, ensure_ascii=False)
+            with open(tmp / META_FILE, "w", encoding="utf-8") as f:  # written last: marks a complete index
+                json.dump(self.meta(), f, indent=2)
+            old = None
+            if index_dir.exists():
+                old = index_dir.with_name(f".{index_dir.name}.old-{os.getpid()}")
+                os.replace(index_dir, old)
+            os.replace(tmp, index_dir)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    @staticmethod
+    def read_meta(index_dir) -> dict | None:
+        """The ``meta.json`` of a saved index, or None if there is no complete index there."""
+        path = Path(index_dir) / META_FILE
+        try:
+            with open(path, encoding="utf-8") as f:
+                return json.load(f)
+        except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+            return None
+
+    @classmethod
+    def load(cls, index_dir) -> "BM25Index":
+        """Load an index saved by :meth:`save`."""
+        import bm25s
+
+        index_dir = Path(index_dir)
+        meta = cls.read_meta(index_dir)
+        if meta is None:
+            raise InputError(index_dir, f"not a dpr-jax BM25 index (no readable {META_FILE})")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise InputError(index_dir, f"BM25 index format {meta.get('format_version')} is not "
+                                        f"{FORMAT_VERSION}; rebuild it")
+        settings = BM25Settings(**meta["settings"])
+        retriever = bm25s.BM25.load(index_dir, show_progress=False)
+        tokenizer = _make_tokenizer(settings)
+        tokenizer.load_vocab(index_dir)
+        tokenizer.load_stopwords(index_dir)
+        with open(index_dir / IDS_FILE, encoding="utf-8") as f:
+            ids = json.load(f)
+        return cls(retriever, tokenizer, ids, settings, meta.get("source", {}))
+
+    # -- search -----------------------------------------------------------------------------
+
+    def search(self, queries: list[str], k: int, show_progress: bool = True) -> tuple[list[list[str]], np.ndarray]:
+        """Top-``k`` passage ids (best first) and BM25 scores, shape ``(len(queries), min(k, N))``.
+
+        ``k`` larger than the corpus returns every passage. A query none of whose words occur in
+        the corpus scores 0 everywhere (its hits are then arbitrary).
+        """
+        if k < 1:
+            raise DprJaxError(f"k must be at least 1, got {k}")
+        k = min(int(k), len(self.ids))
+        if not queries:
+            return [], np.zeros((0, k), dtype=np.float32)
+        query_ids = self.tokenizer.tokenize(list(queries), update_vocab=False, return_as="ids",
+                                            show_progress=False)
+        docs, scores = self.retriever.retrieve(query_ids, k=k, show_progress=show_progress,
+                                               leave_progress=False)
+        ids = [[self.ids[int(j)] for j in row] for row in docs]
+        return ids, np.asarray(scores, dtype=np.float32)
+
+
+def default_cache_dir(passages_path) -> Path:
+    """``<passages file>.bm25/``: where :func:`open_or_build` keeps the index by default."""
+    p = Path(passages_path)
+    return p.with_name(p.name + ".bm25")
+
+
+def open_or_build(passages_path, cache_dir=None, *, k1: float = 0.9, b: float = 0.4,
+                  stemmer: str | None = "english", stopwords: str | None = "en",
+                  show_progress: bool = True) -> BM25Index:
+    """Load the cached index of ``passages_path``, or build and cache it if missing or stale.
+
+    The cache is stale when the passages file's size or mtime, the settings, the index format or
+    the bm25s version differ from what ``meta.json`` records.
+    """
+    passages_path = Path(passages_path)
+    if not passages_path.is_file():
+        raise InputError(passages_path, "passages file not found")
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(passages_path)
+    settings = BM25Settings(k1=float(k1), b=float(b), stemmer=stemmer, stopwords=stopwords)
+    wanted = {"format_version": FORMAT_VERSION, "bm25s_version": _bm25s_version(),
+              "settings": dataclasses.asdict(settings), "source": file_fingerprint(passages_path)}
+    meta = BM25Index.read_meta(cache_dir)
+    if meta is not None and all(meta.get(key) == value for key, value in wanted.items()):
+        return BM25Index.load(cache_dir)
+    index = BM25Index.build(passages_path, k1=k1, b=b, stemmer=stemmer, stopwords=stopwords,
+                            show_progress=show_progress)
+    try:
+        index.save(cache_dir)
+    except OSError as e:  # a read-only corpus directory should not stop the search
+        import sys
+
+        print(f"warning: could not cache the BM25 index in {cache_dir}: {e}", file=sys.stderr)
+    return index

@@ -1,0 +1,150 @@
+"""Hard-negative mining rules, and the bm25 -> evaluate -> hybrid -> mine commands end to end on real
+SQuAD paragraphs."""
+
+import json
+
+import pytest
+
+from dpr_jax.cli import main
+from dpr_jax.data.negatives import mine_hard_negatives
+from dpr_jax.data.records import Passage, TrainRecord
+from dpr_jax.errors import DprJaxError
+
+
+def test_mining_excludes_positives_duplicates_and_answer_passages():
+    pos = Passage("p1", "Denver Broncos beat the Carolina Panthers 24-10.", "Super Bowl 50")
+    passages = {
+        "p1": pos,
+        "p2": Passage("p2", "The game was played in Santa Clara."),
+        "p3": Passage("p3", " Denver Broncos beat the Carolina\nPanthers 24-10. ", "copy"),  # same text, other id
+        "p4": Passage("p4", "The denver broncos won their third title."),  # contains the answer
+        "p5": Passage("p5", "Levi's Stadium hosted it."),
+        "p6": Passage("p6", "Beyonce performed at halftime."),
+        "p7": Passage("p7", "Broncos fans in Denver celebrated."),  # has both words, not the phrase
+        "p8": Passage("p8", "Coldplay headlined the show."),
+    }
+    rec = TrainRecord(question="Who won Super Bowl 50?", answers=("Denver Broncos",), positives=(pos,),
+                      hard_negatives=(Passage("old", "an old negative"),), source="train.jsonl:1")
+    ranking = ["p4", "p1", "p2", "p3", "p2", "p5", "p7", "p6", "p8"]
+    (out,) = mine_hard_negatives([rec], [ranking], passages, num=4)
+    assert [p.id for p in out.hard_negatives] == ["p2", "p5", "p7", "p6"]
+    assert (out.question, out.answers, out.positives, out.source) == (rec.question, rec.answers, rec.positives,
+                                                                       rec.source)
+    (few,) = mine_hard_negatives([rec], [ranking[:4]], passages, num=4)  # ranking runs out
+    assert [p.id for p in few.hard_negatives] == ["p2"]
+    (regex,) = mine_hard_negatives([rec], [ranking], passages, num=2, match="regex")
+    assert "p4" not in [p.id for p in regex.hard_negatives]  # regex answers are case-insensitive too
+    with pytest.raises(DprJaxError, match="'zz'"):
+        mine_hard_negatives([rec], [["zz"]], passages, num=1)
+
+
+def test_record_without_positive_ids_uses_text_only():
+    pos = Passage("", "Paris is the capital of France.")
+    rec = TrainRecord(question="Capital of France?", answers=("Paris",), positives=(pos,))
+    passages = {"a": Passage("a", "Paris is the capital of France."), "b": Passage("b", "Lyon is a city."),
+                "": Passage("", "Berlin is in Germany.")}
+    (out,) = mine_hard_negatives([rec], [["a", "", "b"]], passages, num=3)
+    assert [p.id for p in out.hard_negatives] == ["", "b"]
+
+
+# ---- commands end to end -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def squad_files(squad_dev_file, tmp_path_factory):
+    """40 real SQuAD dev paragraphs as passages.jsonl; their first questions as questions.jsonl
+    (positive = the paragraph) and as a DPR training file."""
+    data = json.loads(squad_dev_file.read_text())["data"]
+    d = tmp_path_factory.mktemp("squad")
+    passages, questions, train = [], [], []
+    for article in data[:5]:
+        for j, para in enumerate(article["paragraphs"][:8]):
+            pid = f"{article['title']}-{j}"
+            passages.append({"id": pid, "title": article["title"].replace("_", " "), "text": para["context"]})
+            qa = para["qas"][0]
+            answers = list(dict.fromkeys(a["text"] for a in qa["answers"]))
+            questions.append({"id": qa["id"], "question": qa["question"], "answers": answers, "positive_ids": [pid]})
+            train.append({"question": qa["question"], "answers": answers,
+                          "positive_ctxs": [{"passage_id": pid, "title": passages[-1]["title"],
+                                             "text": para["context"]}],
+                          "negative_ctxs": [], "hard_negative_ctxs": []})
+    for name, rows in (("passages.jsonl", passages), ("questions.jsonl", questions), ("train.jsonl", train)):
+        (d / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return d, passages, questions
+
+
+def test_bm25_evaluate_hybrid_commands(squad_files, capsys):
+    import bm25s
+    import Stemmer
+
+    from dpr_jax.eval.has_answer import has_answer
+
+    d, passages, questions = squad_files
+    assert main(["bm25", "--passages", str(d / "passages.jsonl"), "--questions", str(d / "questions.jsonl"),
+                 "--k", "20", "--out", str(d / "bm25.json")]) == 0
+    assert (d / "passages.jsonl.bm25" / "meta.json").is_file()
+    assert main(["bm25", "--passages", str(d / "passages.jsonl"), "--questions", str(d / "questions.jsonl"),
+                 "--k", "20", "--out", str(d / "bm25.trec"), "--trec"]) == 0
+    assert main(["evaluate", "--run", str(d / "bm25.json"), "--k", "1,5,20", "--out", str(d / "m.json")]) == 0
+    table = capsys.readouterr().out
+    assert "| bm25.json |" in table and "Top-20" in table
+    metrics = json.loads((d / "m.json").read_text())
+
+    # independent reference: bm25s directly, then DPR matching and the rank of the question's paragraph
+    stemmer = Stemmer.Stemmer("english")
+    ref = bm25s.BM25(k1=0.9, b=0.4, method="lucene")
+    ref.index(bm25s.tokenize([f"{p['title']} {p['text']}" for p in passages], stopwords="en", stemmer=stemmer,
+                             show_progress=False), show_progress=False)
+    docs, scores = ref.retrieve(bm25s.tokenize([q["question"] for q in questions], stopwords="en",
+                                               stemmer=stemmer, show_progress=False), k=20, show_progress=False)
+    first_answer, first_positive = [], []
+    for q, row, sc in zip(questions, docs, scores):
+        hits = [passages[j] for j, s in zip(row, sc) if s > 0]
+        first_answer.append(next((r for r, p in enumerate(hits, 1) if has_answer(q["answers"], p["text"])), 99))
+        first_positive.append(next((r for r, p in enumerate(hits, 1) if p["id"] == q["positive_ids"][0]), 99))
+    for k in (1, 5, 20):
+        assert metrics["top_k_accuracy"][str(k)] == pytest.approx(sum(r <= k for r in first_answer) / len(questions))
+        assert metrics["recall"][str(k)] == pytest.approx(sum(r <= k for r in first_positive) / len(questions))
+    assert metrics["mrr@10"] == pytest.approx(sum(1 / r for r in first_positive if r <= 10) / len(questions))
+    assert metrics["top_k_accuracy"]["20"] > 0.7  # BM25 is strong on SQuAD
+
+    # a TREC run needs questions and passages; with them it evaluates the same
+    assert main(["evaluate", "--run", str(d / "bm25.trec"), "--questions", str(d / "questions.jsonl")]) == 2
+    assert "--passages" in capsys.readouterr().err
+    assert main(["evaluate", "--run", str(d / "bm25.trec"), "--questions", str(d / "questions.jsonl"),
+                 "--passages", str(d / "passages.jsonl"), "--k", "1,5,20", "--out", str(d / "m2.json")]) == 0
+    m2 = json.loads((d / "m2.json").read_text())
+    assert m2["top_k_accuracy"] == metrics["top_k_accuracy"] and m2["mrr@10"] == metrics["mrr@10"]
+
+    # fusing a run with itself (normalised, alpha=1) keeps its ranking
+    assert main(["hybrid", "--dense", str(d / "bm25.json"), "--sparse", str(d / "bm25.trec"), "--questions",
+                 str(d / "questions.jsonl"), "--alpha", "1", "--k", "20", "--out", str(d / "hyb.json")]) == 0
+    bm25_run = json.loads((d / "bm25.json").read_text())
+    hyb_run = json.loads((d / "hyb.json").read_text())
+    assert [[c["id"] for c in e["ctxs"]] for e in hyb_run] == [[c["id"] for c in e["ctxs"]] for e in bm25_run]
+    assert [e["answers"] for e in hyb_run] == [q["answers"] for q in questions]
+    assert all(c["text"] for e in hyb_run for c in e["ctxs"])
+
+
+def test_mine_command_bm25(squad_files, capsys):
+    from dpr_jax.data.training_data import read_training_records
+    from dpr_jax.eval.has_answer import has_answer
+    from dpr_jax.index.bm25 import open_or_build
+
+    d, passages, questions = squad_files
+    assert main(["mine", "--passages", str(d / "passages.jsonl"), "--train", str(d / "train.jsonl"),
+                 "--out", str(d / "train.mined.jsonl"), "--method", "bm25", "--num", "3", "--depth", "20"]) == 0
+    records, problems = read_training_records(d / "train.mined.jsonl")
+    assert not problems and len(records) == len(questions)
+    ids, scores = open_or_build(d / "passages.jsonl", show_progress=False).search(
+        [q["question"] for q in questions], 20, show_progress=False)
+    texts = {p["id"]: p["text"] for p in passages}
+    for rec, q, row, sc in zip(records, questions, ids, scores):
+        eligible = [pid for pid, s in zip(row, sc)
+                    if s > 0 and pid != q["positive_ids"][0] and not has_answer(q["answers"], texts[pid])]
+        assert [p.id for p in rec.hard_negatives] == eligible[:3]
+        assert all(p.text == texts[p.id] for p in rec.hard_negatives)
+    assert sum(len(r.hard_negatives) == 3 for r in records) > len(records) // 2
+    assert main(["mine", "--passages", str(d / "passages.jsonl"), "--train", str(d / "train.jsonl"),
+                 "--out", str(d / "x.jsonl"), "--method", "dense"]) == 2
+    assert "--model" in capsys.readouterr().err
