@@ -87,6 +87,10 @@ def resolve_model_dir(spec: str) -> Path:
 
 def default_encoder_config(model_dir: Path, hf_config: dict) -> EncoderConfig:
     """Pooling/normalisation/projection as the model directory describes its own use."""
+    block = hf_config.get("dpr_jax")
+    if isinstance(block, dict):  # written by `dpr-jax export`: the exported model's own settings
+        return EncoderConfig(pooling=block.get("pooling", "cls"), normalize=bool(block.get("normalize", False)),
+                             projection_dim=int(block.get("projection_dim") or 0))
     pooling, normalize = "cls", False
     pooling_cfg = model_dir / "1_Pooling" / "config.json"
     if pooling_cfg.exists():
