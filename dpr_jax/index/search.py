@@ -1,0 +1,347 @@
+"""Exact maximum-inner-product search: streamed corpus chunks, matmul + top_k, a running merge.
+
+DPR scores a passage by the dot product of its vector with the question vector and keeps the k best.
+Here that is done exactly (no approximation, no quantisation), in float32 by default:
+
+* The corpus arrives as chunks of a fixed number of rows (the last one padded, its padded rows
+  scored ``-inf``), so XLA compiles the step once. A background thread reads the next chunk (from
+  memory-mapped shards, or any iterable of arrays) while the current one is scored, and at most two
+  chunks are in flight, so a corpus larger than RAM streams through bounded memory.
+* One jitted step per (chunk, wave of query batches): for each batch of the wave, scores =
+  q @ chunk.T, the chunk's top-k, then merged into the running top-k by concatenating both
+  candidate lists and taking top_k again. Optionally (``topk_group`` > 1) the chunk's top-k first
+  keeps only the k groups of ``topk_group`` columns with the largest maxima (exact: see
+  :func:`_topk_by_groups`), cheaper than a full-width top_k on some machines.
+  The batches of a wave are independent, so on CPU XLA overlaps one batch's top_k (which runs on
+  one thread) with the next batch's matmul (which wants every core).
+* With a mesh of several devices (:func:`dpr_jax.mesh.make_mesh`) each chunk is split by rows over
+  the data axis, queries are replicated, every device takes the top-k of its slice inside
+  ``jax.shard_map``, and the per-device lists are merged the same way.
+
+Results are global row numbers (corpus order); :meth:`dpr_jax.index.store.Index.id_at` or
+:func:`search_index` turns them into passage ids.
+
+``k`` larger than the corpus is clamped: the result has ``min(k, corpus rows)`` columns.
+Ties: among exactly equal scores the lower row comes first. XLA's CPU ``top_k`` orders equal values
+by index, every candidate list is laid out in row order (running list, then the chunk; devices in
+mesh order), and the tests check it on 1 and 8 CPU devices (and pass on one GPU); XLA does not
+promise it for every backend.
+Row numbers are int32 on device, so a corpus may hold at most 2**31 - 1 rows.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from functools import lru_cache, partial
+from typing import Iterable, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.sharding import PartitionSpec as P
+
+from dpr_jax.errors import DprJaxError
+from dpr_jax.index.store import Index
+from dpr_jax.mesh import DATA_AXIS, data_sharding, replicated
+
+DEFAULT_CHUNK_ROWS = 32768
+DEFAULT_QUERY_BATCH = 256
+DEFAULT_TOPK_GROUP = 1  # grouped top-k off by default: see exact_search
+DEFAULT_BATCHES_PER_STEP = 4
+_MAX_ROWS = 2**31 - 1
+
+
+# ---------------------------------------------------------------- jitted steps
+
+
+def _merge(run_v, run_i, v, i, k):
+    """Top-k of the running list and a new candidate list (running first, so earlier rows win ties)."""
+    all_v = jnp.concatenate([run_v, v], axis=1)
+    all_i = jnp.concatenate([run_i, i], axis=1)
+    best_v, pos = lax.top_k(all_v, k)
+    return best_v, jnp.take_along_axis(all_i, pos, axis=1)
+
+
+def _topk_by_groups(scores, k, group):
+    """Exact ``lax.top_k(scores, k)`` via the ``k`` groups (of ``group`` columns) with the largest maxima.
+
+    Every top-k element lies in one of the k groups whose maximum is largest: an element outside
+    them is exceeded (or tied by a lower row) by those k maxima. So the full-width top_k is replaced
+    by a max-reduction, a top_k over ``n / group`` maxima and one over ``k * group`` candidates.
+    Chosen groups are put back in column order, so ties still go to the lower column.
+    """
+    n_q, n = scores.shape
+    grouped = scores.reshape(n_q, n // group, group)
+    _, best_groups = lax.top_k(grouped.max(axis=2), k)
+    best_groups = jnp.sort(best_groups, axis=1)
+    cand = jnp.take_along_axis(grouped, best_groups[:, :, None], axis=1).reshape(n_q, k * group)
+    v, pos = lax.top_k(cand, k)
+    return v, jnp.take_along_axis(best_groups, pos // group, axis=1) * group + pos % group
+
+
+def uses_groups(n: int, k: int, group: int) -> bool:
+    """Whether a top-k over ``n`` columns goes through groups (worth it when groups far outnumber k)."""
+    return group > 1 and n % group == 0 and n // group >= 4 * k
+
+
+def _score_block(q, block, first_row, valid, k_block, compute_dtype, group):
+    """Top-``k_block`` (scores, rows) of ``q @ block.T``; rows at or past ``valid`` score ``-inf``."""
+    scores = jnp.dot(q.astype(compute_dtype), block.astype(compute_dtype).T,
+                     precision=lax.Precision.HIGHEST, preferred_element_type=jnp.float32)
+    local = first_row + jnp.arange(block.shape[0], dtype=jnp.int32)
+    scores = jnp.where(local[None, :] < valid, scores, -jnp.inf)
+    if uses_groups(scores.shape[1], k_block, group):
+        v, i = _topk_by_groups(scores, k_block, group)
+    else:
+        v, i = lax.top_k(scores, k_block)
+    return v, i + first_row
+
+
+def _score_wave(q, block, first_row, valid, k_block, compute_dtype, group):
+    """:func:`_score_block` for each query batch of ``q`` [W, qb, D], stacked to [W, qb, k_block].
+
+    The W batches are independent, so XLA can run one batch's (single-threaded) top_k while
+    another batch's matmul uses the remaining cores.
+    """
+    out = [_score_block(q[w], block, first_row, valid, k_block, compute_dtype, group) for w in range(q.shape[0])]
+    return jnp.stack([v for v, _ in out]), jnp.stack([i for _, i in out])
+
+
+def _merge_wave(run_v, run_i, v, i, k):
+    out = [_merge(run_v[w], run_i[w], v[w], i[w], k) for w in range(run_v.shape[0])]
+    return jnp.stack([a for a, _ in out]), jnp.stack([b for _, b in out])
+
+
+@partial(jax.jit, static_argnames=("k", "k_block", "compute_dtype", "group"))
+def _step_single(run_v, run_i, q, block, offset, valid, *, k, k_block, compute_dtype, group):
+    v, i = _score_wave(q, block, jnp.int32(0), valid, k_block, compute_dtype, group)
+    return _merge_wave(run_v, run_i, v, i + offset, k)
+
+
+@lru_cache(maxsize=32)
+def _make_sharded_step(mesh, k, k_block, compute_dtype, group):
+    """Per-device top-k of its row slice (shard_map), then the merge, jitted; running lists replicated."""
+
+    def local_topk(q, block, valid):
+        first = lax.axis_index(DATA_AXIS).astype(jnp.int32) * block.shape[0]
+        return _score_wave(q, block, first, valid, k_block, compute_dtype, group)
+
+    sharded = jax.shard_map(local_topk, mesh=mesh, in_specs=(P(), P(DATA_AXIS), P()),
+                            out_specs=(P(None, None, DATA_AXIS), P(None, None, DATA_AXIS)))
+
+    def step(run_v, run_i, q, block, offset, valid):
+        v, i = sharded(q, block, valid)
+        return _merge_wave(run_v, run_i, v, i + offset, k)
+
+    rep = replicated(mesh)
+    return jax.jit(step, out_shardings=(rep, rep))
+
+
+# ---------------------------------------------------------------- chunk streaming
+
+
+def _fixed_blocks(chunks, chunk_rows: int, dim: int) -> Iterator[tuple[int, np.ndarray, int]]:
+    """Re-cut any chunk source into ``(first row, block [chunk_rows, dim], valid rows)``.
+
+    Blocks that already have ``chunk_rows`` rows pass through without a copy; the last block is
+    zero-padded (``valid`` says how many rows are real).
+    """
+    if isinstance(chunks, Index):
+        source: Iterable[np.ndarray] = (c for _, c in chunks.iter_chunks(chunk_rows))
+    elif isinstance(chunks, np.ndarray):
+        if chunks.ndim != 2:
+            raise DprJaxError(f"corpus array must be 2-D [n, dim], got shape {chunks.shape}")
+        source = (chunks[s : s + chunk_rows] for s in range(0, chunks.shape[0], chunk_rows))
+    else:
+        source = chunks
+    pending: list[np.ndarray] = []
+    have = 0
+    offset = 0
+    for chunk in source:
+        chunk = np.asarray(chunk)
+        if chunk.ndim != 2 or chunk.shape[1] != dim:
+            raise DprJaxError(f"corpus chunk has shape {chunk.shape}; expected [rows, {dim}] to match the queries")
+        if offset + have + chunk.shape[0] > _MAX_ROWS:
+            raise DprJaxError(f"corpus has more than {_MAX_ROWS} rows; split it into several indexes")
+        if not pending and chunk.shape[0] == chunk_rows:
+            yield offset, chunk, chunk_rows
+            offset += chunk_rows
+            continue
+        pos = 0
+        while pos < chunk.shape[0]:
+            take = min(chunk_rows - have, chunk.shape[0] - pos)
+            pending.append(chunk[pos : pos + take])
+            have += take
+            pos += take
+            if have == chunk_rows:
+                yield offset, np.concatenate(pending), chunk_rows
+                offset += chunk_rows
+                pending, have = [], 0
+    if have:
+        tail = np.concatenate(pending)
+        block = np.zeros((chunk_rows, dim), dtype=tail.dtype)
+        block[:have] = tail
+        yield offset, block, have
+
+
+def _prefetch(it: Iterator, depth: int = 2) -> Iterator:
+    """Run ``it`` in a background thread, ``depth`` items ahead (disk reads overlap scoring)."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def worker():
+        try:
+            for item in it:
+                while not stop.is_set():
+                    try:
+                        q.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((done, None))
+        except BaseException as e:  # re-raised in the consumer
+            q.put((done, e))
+
+    thread = threading.Thread(target=worker, name="dpr-jax-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, err = q.get()
+            if item is done:
+                if err is not None:
+                    raise err
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a worker waiting on a full queue, then let it end
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                pass
+            thread.join(timeout=0.1)
+
+
+def _corpus_rows(chunks) -> int | None:
+    if isinstance(chunks, Index):
+        return chunks.count
+    if isinstance(chunks, np.ndarray):
+        return chunks.shape[0]
+    return None
+
+
+# ---------------------------------------------------------------- public API
+
+
+def exact_search(
+    queries: np.ndarray,
+    chunks,
+    k: int,
+    *,
+    mesh=None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    query_batch: int = DEFAULT_QUERY_BATCH,
+    compute_dtype=jnp.float32,
+    topk_group: int = DEFAULT_TOPK_GROUP,
+    batches_per_step: int = DEFAULT_BATCHES_PER_STEP,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` inner-product search of ``queries`` [Q, D] over a streamed corpus.
+
+    ``chunks``: an :class:`~dpr_jax.index.store.Index`, a 2-D array, or any iterable of 2-D arrays
+    (rows numbered consecutively across them). ``mesh``: a mesh from
+    :func:`dpr_jax.mesh.make_mesh` to split each chunk's rows over its devices (``chunk_rows`` is
+    rounded up to a multiple of the device count). ``query_batch`` bounds the score matrix to
+    ``query_batch x chunk_rows`` floats per step. ``compute_dtype``: the dtype of the matmul inputs
+    (float32 default: exact for float16 and float32 shards; scores are accumulated in float32, at
+    ``Precision.HIGHEST`` so GPUs/TPUs do not drop to TF32/bfloat16 passes). ``topk_group``: column
+    group size of the two-stage top-k (1, the default = one full-width ``lax.top_k``; same results
+    either way). Measured on 2 CPU cores, 1,000 queries x 32,768-row chunks: 16 cost 6% more CPU
+    time on an AMD EPYC (Zen 4) and saved 15-19% of wall time on an Intel Xeon; try it per machine.
+    ``batches_per_step``: query batches scored per jitted call (a "wave"; queries are split into
+    equal batches of at most ``query_batch``, their count rounded up to a multiple of the wave).
+
+    Returns ``(scores float32 [Q, k'], rows int64 [Q, k'])`` best first, with ``k' = min(k, rows in
+    the corpus)``. Ties: the lower row first (see the module docstring). Queries are checked to be
+    finite; corpus vectors are not (that would cost a pass over the corpus), and a NaN in them
+    makes the result unspecified.
+    """
+    queries = np.asarray(queries)
+    if queries.ndim != 2 or queries.shape[0] == 0:
+        raise DprJaxError(f"queries must be a non-empty 2-D array [Q, dim], got shape {queries.shape}")
+    if not np.all(np.isfinite(queries)):
+        raise DprJaxError("queries contain NaN or infinite values")
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise DprJaxError(f"k must be a positive integer, got {k!r}")
+    if chunk_rows < 1 or query_batch < 1 or batches_per_step < 1:
+        raise DprJaxError("chunk_rows, query_batch and batches_per_step must be positive")
+    k = int(k)
+    num_q, dim = queries.shape
+    if isinstance(chunks, Index) and chunks.dim != dim:
+        raise DprJaxError(f"queries have dim {dim} but the index at {chunks.directory} has dim {chunks.dim}")
+
+    n_dev = 1 if mesh is None else mesh.devices.size
+    chunk_rows = -(-chunk_rows // n_dev) * n_dev
+    total = _corpus_rows(chunks)
+    if total is not None:  # no point in a block bigger than the corpus (one compile, less padding)
+        chunk_rows = min(chunk_rows, max(n_dev, -(-total // n_dev) * n_dev))
+    k_block = min(k, chunk_rows // n_dev)
+
+    # Query batches of (nearly) equal size, grouped in waves of ``batches_per_step`` per jitted call.
+    n_batches = -(-num_q // query_batch)
+    wave = min(batches_per_step, n_batches)
+    n_batches = -(-n_batches // wave) * wave
+    qb = -(-num_q // n_batches)
+    q_pad = np.zeros((n_batches * qb, dim), dtype=np.float32)
+    q_pad[:num_q] = queries
+    q_pad = q_pad.reshape(n_batches // wave, wave, qb, dim)
+    if mesh is None:
+        step = partial(_step_single, k=k, k_block=k_block, compute_dtype=compute_dtype, group=topk_group)
+        put_q = put_state = put_block = jax.device_put
+    else:
+        step = _make_sharded_step(mesh, k, k_block, compute_dtype, topk_group)
+        rep, rows_sharded = replicated(mesh), data_sharding(mesh)
+        put_q = put_state = lambda x: jax.device_put(x, rep)
+        put_block = lambda x: jax.device_put(x, rows_sharded)
+    q_dev = [put_q(w) for w in q_pad]
+    state = [(put_state(np.full((wave, qb, k), -np.inf, np.float32)), put_state(np.full((wave, qb, k), -1, np.int32)))
+             for _ in q_dev]
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="rows", desc="search", leave=False)
+    seen = 0
+    blocks = _prefetch(_fixed_blocks(chunks, chunk_rows, dim))
+    try:
+        for offset, block, valid in blocks:
+            prev = state
+            block_dev = put_block(block)
+            off, val = np.int32(offset), np.int32(valid)
+            state = [step(rv, ri, q, block_dev, off, val) for (rv, ri), q in zip(state, q_dev)]
+            jax.block_until_ready(prev)  # at most two chunks in flight: bounded memory
+            seen = offset + valid
+            if bar is not None:
+                bar.update(valid)
+    finally:
+        blocks.close()
+        if bar is not None:
+            bar.close()
+    if seen == 0:
+        raise DprJaxError("the corpus is empty")
+    scores = np.concatenate([np.asarray(v).reshape(-1, k) for v, _ in state])[:num_q]
+    rows = np.concatenate([np.asarray(i).reshape(-1, k) for _, i in state])[:num_q].astype(np.int64)
+    kept = min(k, seen)
+    return scores[:, :kept], rows[:, :kept]
+
+
+def search_index(index: Index, queries: np.ndarray, k: int, **kwargs) -> tuple[np.ndarray, list[list[str]]]:
+    """:func:`exact_search` over an opened index, returning ``(scores [Q, k'], passage ids [Q][k'])``."""
+    scores, rows = exact_search(queries, index, k, **kwargs)
+    return scores, index.id_at(rows)

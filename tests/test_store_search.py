@@ -1,0 +1,267 @@
+"""The shard store and exact search, checked against NumPy brute force (argsort of q @ C.T).
+
+Test data is random but built so that every score is computed exactly in float32 and float16 and
+no two corpus rows tie for any query: integer vector entries in [-3, 3] plus one column holding a
+distinct multiple of 2**-12 per row, met by a query weight of 1. Scores are then integer + distinct
+fraction, all exactly representable, so "identical ids" is a fair demand on any correct search.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from dpr_jax.errors import DprJaxError, InputError
+from dpr_jax.index.search import exact_search, search_index, uses_groups
+from dpr_jax.index.store import open_index, read_meta, shard_done, shard_paths, write_meta, write_shard
+from dpr_jax.mesh import make_mesh
+
+DIM = 24
+
+
+def tie_free_data(n, q, seed=0):
+    """(queries [q, DIM] f32, corpus [n, DIM] f32) whose exact scores are all distinct per query."""
+    assert n <= 2048  # the fractions perm * 2**-12 stay below 0.5 and exact in float16
+    rng = np.random.default_rng(seed)
+    corpus = rng.integers(-3, 4, size=(n, DIM)).astype(np.float32)
+    corpus[:, -1] = rng.permutation(n) * 2.0**-12
+    queries = rng.integers(-3, 4, size=(q, DIM)).astype(np.float32)
+    queries[:, -1] = 1.0
+    return queries, corpus
+
+
+def brute_force(queries, corpus, k):
+    """NumPy reference: float64 scores, full argsort; asserts the data really has no ties."""
+    scores = queries.astype(np.float64) @ corpus.astype(np.float64).T
+    order = np.argsort(-scores, axis=1, kind="stable")
+    top = np.take_along_axis(scores, order, axis=1)
+    assert np.all(np.diff(top, axis=1) < 0), "test data has tied scores"
+    return top[:, :k], order[:, :k]
+
+
+def check(queries, corpus, k, **kwargs):
+    ref_scores, ref_rows = brute_force(queries, corpus, k)
+    scores, rows = exact_search(queries, kwargs.pop("source", corpus), k, **kwargs)
+    assert rows.dtype == np.int64 and rows.shape == ref_rows.shape
+    np.testing.assert_array_equal(rows, ref_rows)
+    np.testing.assert_array_equal(scores, ref_scores.astype(np.float32))
+    return scores, rows
+
+
+_MESHES = {}
+
+
+def mesh_or_none(use_mesh: bool):
+    """The 8-device mesh (made once) or None; only tests that use it need 8 devices."""
+    if not use_mesh:
+        return None
+    if "8" not in _MESHES:
+        _MESHES["8"] = make_mesh(8)
+    return _MESHES["8"]
+
+
+@pytest.fixture
+def mesh8():
+    return mesh_or_none(True)
+
+
+@pytest.mark.parametrize("chunk_rows", [64, 100, 777, 5000])
+def test_matches_bruteforce_for_chunk_sizes(chunk_rows):
+    # 1500 rows: 100 and 777 do not divide it (padded last chunk); 5000 is larger than the corpus.
+    # 37 queries in batches of 4, 3 batches per step: 12 batches of 4 (11 padded rows), 4 steps.
+    queries, corpus = tie_free_data(1500, 37)
+    check(queries, corpus, 10, chunk_rows=chunk_rows, query_batch=4, batches_per_step=3)
+
+
+@pytest.mark.parametrize("use_mesh", [False, True])
+def test_grouped_topk_matches_bruteforce(use_mesh):
+    # top-k through the k groups with the largest maxima (the path large chunks take).
+    queries, corpus = tie_free_data(2000, 21, seed=8)
+    chunk_rows, group = 1024, (2 if use_mesh else 4)
+    assert uses_groups(chunk_rows // (8 if use_mesh else 1), 10, group)
+    check(queries, corpus, 10, chunk_rows=chunk_rows, topk_group=group, mesh=mesh_or_none(use_mesh))
+
+
+@pytest.mark.parametrize("chunk_rows", [100, 512])
+def test_eight_device_mesh_matches_bruteforce_and_one_device(mesh8, chunk_rows):
+    queries, corpus = tie_free_data(1500, 20, seed=1)
+    one = exact_search(queries, corpus, 15, chunk_rows=chunk_rows)
+    eight = check(queries, corpus, 15, mesh=mesh8, chunk_rows=chunk_rows)
+    np.testing.assert_array_equal(one[1], eight[1])
+    np.testing.assert_array_equal(one[0], eight[0])
+
+
+@pytest.mark.parametrize("use_mesh", [False, True])
+def test_uneven_iterable_of_chunks_numbers_rows_consecutively(use_mesh):
+    queries, corpus = tie_free_data(1000, 9, seed=2)
+    pieces = np.split(corpus, [3, 250, 251, 700])  # sizes 3, 247, 1, 449, 300
+    check(queries, corpus, 7, source=iter(pieces), chunk_rows=128, mesh=mesh_or_none(use_mesh))
+
+
+@pytest.mark.parametrize("use_mesh", [False, True])
+def test_k_equal_to_and_larger_than_corpus(use_mesh):
+    queries, corpus = tie_free_data(300, 5, seed=3)
+    mesh = mesh_or_none(use_mesh)
+    check(queries, corpus, 300, chunk_rows=64, mesh=mesh)  # the full ranking
+    scores, rows = exact_search(queries, corpus, 1000, chunk_rows=64, mesh=mesh)  # clamped to 300
+    assert rows.shape == (5, 300)
+    np.testing.assert_array_equal(rows, brute_force(queries, corpus, 300)[1])
+
+
+@pytest.mark.parametrize("use_mesh,chunk_rows,group", [(False, 48, 1), (False, 48, 2), (True, 48, 1), (True, 384, 2)])
+def test_exact_ties_keep_the_lower_row_first(use_mesh, chunk_rows, group):
+    queries, corpus = tie_free_data(200, 4, seed=4)
+    corpus = np.concatenate([corpus, corpus])  # row r and row r + 200 score the same
+    assert uses_groups(chunk_rows // (8 if use_mesh else 1), 6, group) == (group > 1)
+    scores, rows = exact_search(queries, corpus, 6, chunk_rows=chunk_rows, topk_group=group,
+                                mesh=mesh_or_none(use_mesh))
+    _, ref = brute_force(queries, corpus[:200], 3)
+    expected = np.stack([ref, ref + 200], axis=2).reshape(4, 6)  # each pair: lower row, then its twin
+    np.testing.assert_array_equal(rows, expected)
+    np.testing.assert_array_equal(scores[:, 0::2], scores[:, 1::2])
+
+
+@pytest.mark.parametrize("k,group", [(1, 2), (7, 4), (30, 16), (32, 16)])
+def test_grouped_topk_equals_stable_sort_with_many_ties(k, group):
+    # Small integers: ties everywhere, including between a group's maximum and other groups'
+    # non-maximal elements. The result must equal a stable sort (ties to the lower column).
+    import jax
+
+    from dpr_jax.index.search import _topk_by_groups
+
+    x = np.random.default_rng(9).integers(0, 12, size=(64, 512)).astype(np.float32)
+    v, i = jax.jit(_topk_by_groups, static_argnums=(1, 2))(x, k, group)
+    ref = np.argsort(-x, axis=1, kind="stable")[:, :k]
+    np.testing.assert_array_equal(np.asarray(i), ref)
+    np.testing.assert_array_equal(np.asarray(v), np.take_along_axis(x, ref, axis=1))
+
+
+def test_gaussian_data_scores_match_numpy():
+    # Real-valued data (ties by rounding possible): the returned scores must be the true top-k
+    # values, and each must be the score of the row returned with it.
+    rng = np.random.default_rng(5)
+    corpus = rng.standard_normal((2000, 64), dtype=np.float32)
+    queries = rng.standard_normal((11, 64), dtype=np.float32)
+    scores, rows = exact_search(queries, corpus, 25, chunk_rows=300)
+    full = queries.astype(np.float64) @ corpus.astype(np.float64).T
+    np.testing.assert_allclose(scores, -np.sort(-full, axis=1)[:, :25], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(scores, np.take_along_axis(full, rows, axis=1), rtol=1e-5, atol=1e-4)
+
+
+def write_index(path, corpus, sizes, dtype=np.float16):
+    ids, start = [f"p{r}" for r in range(corpus.shape[0])], 0
+    for no, size in enumerate(sizes):
+        write_shard(path, no, corpus[start : start + size].astype(dtype), ids[start : start + size])
+        start += size
+    assert start == corpus.shape[0]
+    write_meta(path, model="test", pooling="cls", dim=corpus.shape[1], dtype=np.dtype(dtype).name,
+               count=start, num_shards=len(sizes))
+    return ids
+
+
+@pytest.mark.parametrize("use_mesh", [False, True])
+def test_float16_index_on_disk_matches_bruteforce(tmp_path, use_mesh):
+    queries, corpus = tie_free_data(1500, 13, seed=6)
+    ids = write_index(tmp_path, corpus, [500, 700, 300])
+    index = open_index(tmp_path)
+    assert index.dtype == np.float16 and index.count == 1500
+    # 256-row chunks span the shard boundaries; the corpus is exactly representable in float16.
+    check(queries, corpus, 12, source=index, chunk_rows=256, mesh=mesh_or_none(use_mesh))
+    scores, found = search_index(index, queries, 12, chunk_rows=256)
+    _, ref_rows = brute_force(queries, corpus, 12)
+    assert found == [[ids[r] for r in row] for row in ref_rows]
+
+
+def test_store_round_trip(tmp_path):
+    rng = np.random.default_rng(7)
+    corpus = rng.standard_normal((250, 16), dtype=np.float32)
+    ids = write_index(tmp_path, corpus, [100, 100, 50], dtype=np.float32)
+    index = open_index(tmp_path)
+    assert (index.dim, index.count, index.dtype, len(index.shards)) == (16, 250, np.float32, 3)
+    assert read_meta(tmp_path)["model"] == "test"
+    assert index.ids() == ids
+    chunks = list(index.iter_chunks(64))
+    assert [off for off, _ in chunks] == [0, 64, 128, 192]
+    assert [c.shape[0] for _, c in chunks] == [64, 64, 64, 58]
+    np.testing.assert_array_equal(np.concatenate([c for _, c in chunks]), corpus)
+    assert index.id_at([[0, 249], [100, -1]]) == [["p0", "p249"], ["p100", None]]
+    assert index.id_at(np.int64(150)) == "p150"
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*"))
+
+
+def test_truncated_ids_file_is_named(tmp_path):
+    write_index(tmp_path, np.zeros((30, 8), np.float32), [10, 20])
+    ids_path = shard_paths(tmp_path, 1)[1]
+    ids_path.write_text("".join(f"x{i}\n" for i in range(15)))
+    with pytest.raises(InputError, match=r"shard-00001\.ids: 15 ids but shard-00001\.npy has 20 vectors"):
+        open_index(tmp_path)
+
+
+def test_dim_and_dtype_mismatch_name_the_shard(tmp_path):
+    write_index(tmp_path, np.zeros((30, 8), np.float32), [10, 20])
+    npy_path = shard_paths(tmp_path, 0)[0]
+    np.save(npy_path, np.zeros((10, 9), np.float16))
+    with pytest.raises(InputError, match=r"shard-00000\.npy: vectors have dim 9 but meta.json says dim 8"):
+        open_index(tmp_path)
+    np.save(npy_path, np.zeros((10, 8), np.float32))
+    with pytest.raises(InputError, match=r"shard-00000\.npy: dtype float32 but meta.json says float16"):
+        open_index(tmp_path)
+
+
+def test_meta_problems_are_clear(tmp_path):
+    with pytest.raises(DprJaxError, match="not a dense index"):
+        open_index(tmp_path)
+    write_index(tmp_path, np.zeros((30, 8), np.float32), [10, 20])
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    write_meta(tmp_path, **(meta | {"count": 31}))
+    with pytest.raises(InputError, match=r"meta.json: field 'count': says 31 passages but the shards hold 30"):
+        open_index(tmp_path)
+    write_meta(tmp_path, **(meta | {"num_shards": 3}))
+    with pytest.raises(InputError, match=r"shard-00002\.ids: missing"):
+        open_index(tmp_path)
+    write_meta(tmp_path, **meta)
+    with pytest.raises(DprJaxError, match="queries have dim 7"):
+        exact_search(np.ones((2, 7), np.float32), open_index(tmp_path), 3)
+
+
+class _IdsThatFailMidway(list):
+    """Ids that pass validation (first pass) but break mid-way through the file write (second pass)."""
+
+    passes = 0
+
+    def __iter__(self):
+        self.passes += 1
+        for i, item in enumerate(list.__iter__(self)):
+            if self.passes > 1 and i == 3:
+                raise KeyboardInterrupt("simulated crash")
+            yield item
+
+
+def test_interrupted_shard_is_not_done(tmp_path):
+    vectors = np.ones((6, 4), np.float32)
+    with pytest.raises(KeyboardInterrupt):
+        write_shard(tmp_path, 0, vectors, _IdsThatFailMidway(f"p{i}" for i in range(6)))
+    npy_path, ids_path = shard_paths(tmp_path, 0)
+    assert npy_path.exists() and not ids_path.exists()
+    assert not shard_done(tmp_path, 0)
+    assert not list(tmp_path.glob(".*.tmp"))  # the half-written ids temp file was removed
+    # A crash during the vectors write leaves only a temp file: not done either.
+    (tmp_path / ".shard-00001.npy.abc.tmp").write_bytes(b"\x93NUMPY partial")
+    assert not shard_done(tmp_path, 1)
+    write_shard(tmp_path, 0, vectors, [f"p{i}" for i in range(6)])
+    assert shard_done(tmp_path, 0)
+    assert ids_path.read_text().splitlines() == [f"p{i}" for i in range(6)]
+
+
+def test_bad_arguments_are_clear():
+    queries, corpus = tie_free_data(50, 2)
+    with pytest.raises(DprJaxError, match="k must be a positive integer"):
+        exact_search(queries, corpus, 0)
+    with pytest.raises(DprJaxError, match="NaN"):
+        exact_search(np.full((1, DIM), np.nan, np.float32), corpus, 3)
+    with pytest.raises(DprJaxError, match=r"expected \[rows, 24\]"):
+        exact_search(queries, [corpus[:, :10]], 3)
+    with pytest.raises(DprJaxError, match="empty"):
+        exact_search(queries, [], 3)
+    with pytest.raises(DprJaxError, match="line break"):
+        write_shard("/nonexistent-never-written", 0, corpus[:2], ["a", "b\nc"])
