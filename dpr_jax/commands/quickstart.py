@@ -1,0 +1,23 @@
+"""Run the whole DPR story on SQuAD: data split, BM25, zero-shot dense, a short DPR fine-tune with BM25
+hard negatives, hybrid; print one table and write it, with plots, to the run directory.
+
+Each stage is printed as the dpr-jax command it runs, and is skipped when its output exists (rerun to resume).
+"""
+
+HELP = "SQuAD end to end: BM25, zero-shot dense, DPR fine-tune, hybrid, one table"
+
+
+def add_arguments(parser):
+    parser.add_argument("--workdir", default="runs/quickstart", help="where everything is written")
+    parser.add_argument("--squad", help="SQuAD v1.1 JSON (default: $DPR_JAX_DATA/squad/dev-v1.1.json or ../shared/data)")
+    parser.add_argument("--train-steps", type=int, help="override configs/squad.py's number of training steps")
+    parser.add_argument("--passage-max-length", type=int, default=256, help="passage tokens for encoding")
+    parser.add_argument("--no-train", action="store_true", help="skip the fine-tune (BM25, zero-shot, hybrid only)")
+
+
+def run(args) -> int:
+    from dpr_jax.quickstart import run_quickstart
+
+    run_quickstart(args.workdir, squad=args.squad, train_steps=args.train_steps,
+                   passage_max_length=args.passage_max_length, skip_train=args.no_train)
+    return 0

@@ -1,0 +1,125 @@
+"""The quickstart: the whole DPR story on SQuAD in minutes, as the same ``dpr-jax`` commands a user types.
+
+Stages (each prints its command first, and is skipped when its output already exists, so an
+interrupted quickstart picks up where it stopped):
+
+1. ``data squad``: the article split of the SQuAD v1.1 dev set (36 train / 12 eval articles).
+2. ``bm25``: BM25 over all 2,067 paragraphs for the 2,142 eval questions.
+3. ``mine``: BM25 hard negatives for the training questions (DPR's recipe).
+4. ``encode`` + ``search`` with all-MiniLM-L6-v2 as is (zero-shot dense).
+5. ``train``: a short DPR fine-tune of all-MiniLM-L6-v2 (``configs/squad.py``), global in-batch
+   softmax with one BM25 hard negative per question.
+6. ``encode`` + ``search`` with the fine-tuned run directory.
+7. ``hybrid``: BM25 + fine-tuned dense fusion.
+8. ``evaluate``: one table (top-1/5/20/100, MRR@10) printed and written to ``results.md``/``results.json``,
+   and the embedding-space and training plots next to it.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from dpr_jax.errors import DprJaxError
+from dpr_jax.io_utils import atomic_open, write_json
+
+MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+KS = (1, 5, 20, 100)
+
+
+def config_path(name: str) -> Path:
+    """A shipped config (``configs/NAME.py`` at the top of the checkout)."""
+    path = Path(__file__).resolve().parent.parent / "configs" / f"{name}.py"
+    if not path.exists():
+        raise DprJaxError(f"{path} not found: the quickstart needs a source checkout (pip install -e .)")
+    return path
+
+
+def _run(argv: list[str], done: Path | None) -> None:
+    """Run one ``dpr-jax`` command in-process, unless ``done`` already exists."""
+    from dpr_jax.cli import main
+
+    shown = "dpr-jax " + " ".join(shlex.quote(a) for a in argv)
+    if done is not None and done.exists():
+        print(f"[skip] {shown}   ({done} exists)", file=sys.stderr, flush=True)
+        return
+    print(f"\n$ {shown}", file=sys.stderr, flush=True)
+    start = time.time()
+    status = main(argv)
+    if status:
+        raise DprJaxError(f"quickstart stage failed (exit {status}): {shown}")
+    print(f"  ({time.time() - start:.0f} s)", file=sys.stderr, flush=True)
+
+
+def _dense(model: str, data: Path, work: Path, name: str, max_length: int) -> Path:
+    index, run = work / "index" / name, work / "runs" / f"{name}.json"
+    _run(["encode", "--model", model, "--passages", str(data / "passages.jsonl"), "--out", str(index),
+          "--max-length", str(max_length)], index / "meta.json")
+    _run(["search", "--model", model, "--index", str(index), "--questions", str(data / "eval.jsonl"),
+          "--k", "100", "--out", str(run)], run)
+    return run
+
+
+def run_quickstart(workdir="runs/quickstart", squad: str | None = None, train_steps: int | None = None,
+                   passage_max_length: int = 256, skip_train: bool = False) -> dict:
+    """Run every stage into ``workdir``; returns ``{method: metrics}``."""
+    from dpr_jax.eval.metrics import format_table
+    from dpr_jax.index.runs import read_run
+    from dpr_jax.eval.metrics import evaluate_run
+
+    work = Path(workdir)
+    data, runs = work / "data", work / "runs"
+    started = time.time()
+    squad_args = ["--squad", squad] if squad else []
+    _run(["data", "squad", *squad_args, "--out", str(data)], data / "split.json")
+    _run(["bm25", "--passages", str(data / "passages.jsonl"), "--questions", str(data / "eval.jsonl"),
+          "--k", "100", "--out", str(runs / "bm25.json")], runs / "bm25.json")
+    methods = {"BM25": runs / "bm25.json"}
+    methods["dense, zero-shot MiniLM"] = _dense(MODEL, data, work, "zeroshot", passage_max_length)
+    if not skip_train:
+        train_file = data / "train-bm25.jsonl"
+        _run(["mine", "--method", "bm25", "--passages", str(data / "passages.jsonl"), "--train",
+              str(data / "train.jsonl"), "--out", str(train_file), "--num", "3"], train_file)
+        overrides = [f"--config.data.dir={data}", f"--config.data.train={train_file}"]
+        if train_steps:
+            overrides.append(f"--config.train.num_steps={train_steps}")
+        train_dir = work / "train"
+        _run(["train", "--config", str(config_path("squad")), "--workdir", str(train_dir), *overrides],
+             None)  # a finished run resumes to its end at once
+        methods["dense, DPR fine-tuned"] = _dense(str(train_dir), data, work, "finetuned", passage_max_length)
+        _run(["hybrid", "--dense", str(methods["dense, DPR fine-tuned"]), "--sparse", str(runs / "bm25.json"),
+              "--alpha", "1.0", "--out", str(runs / "hybrid.json")], runs / "hybrid.json")
+        methods["hybrid, BM25 + fine-tuned"] = runs / "hybrid.json"
+    else:
+        _run(["hybrid", "--dense", str(methods["dense, zero-shot MiniLM"]), "--sparse", str(runs / "bm25.json"),
+              "--alpha", "1.0", "--out", str(runs / "hybrid-zeroshot.json")], runs / "hybrid-zeroshot.json")
+        methods["hybrid, BM25 + zero-shot"] = runs / "hybrid-zeroshot.json"
+
+    results = {name: evaluate_run(read_run(path), ks=KS) for name, path in methods.items()}
+    table = format_table(results, KS)
+    write_json(work / "results.json", {"results": results, "runs": {k: str(v) for k, v in methods.items()},
+                                       "seconds": round(time.time() - started)})
+    with atomic_open(work / "results.md") as f:
+        f.write(f"SQuAD v1.1 dev, 12 held-out articles ({next(iter(results.values()))['num_questions']} questions),"
+                f" corpus of all 2,067 paragraphs.\n\n{table}\n")
+    _plots(work, data, skip_train)
+    print(f"\n{table}\n\nwritten to {work}/results.md ({time.time() - started:.0f} s)")
+    return results
+
+
+def _plots(work: Path, data: Path, skip_train: bool) -> None:
+    """The embedding-space picture (fine-tuned model, else zero-shot) and the training curves."""
+    from dpr_jax import plots
+    from dpr_jax.models.loading import load_model
+
+    loaded = load_model(str(work / "train") if not skip_train else MODEL)
+    plots.plot_embeddings(loaded, data / "eval.jsonl", data / "passages.jsonl", work / "embeddings.png")
+    if not skip_train:
+        plots.plot_training(work / "train", work / "training.png")
+
+
+def load_results(workdir) -> dict:
+    return json.loads((Path(workdir) / "results.json").read_text())["results"]
