@@ -1,0 +1,155 @@
+"""Tokenised training batches whose content is a pure function of (seed, step).
+
+Global batch ``s`` of a run is made of records ``perm[e][k*B : (k+1)*B]`` where ``e = s // steps_per_epoch``,
+``k = s % steps_per_epoch`` and ``perm[e]`` is a permutation drawn from ``(seed, e)`` (the last
+partial batch of an epoch is dropped, as DPR does). Everything random about one example - which
+positive (``shuffle_positives``), the order of its negatives, the random corpus negatives - is drawn
+from ``(seed, s, row)``. So any process can build any batch, or just its own rows of it, without
+state: a resumed run sees exactly the batches an uninterrupted run would, and one process of a
+multi-host run sees exactly its share of what a single process would.
+
+Each question gets a group of ``G = 1 + hard_negatives + random_negatives`` passages, positive first:
+
+* the positive: the first of ``positives`` (or a random one with ``shuffle_positives``);
+* ``hard_negatives`` taken from the record's ``hard_negatives`` (shuffled when ``shuffle``), falling
+  back to its ``negatives`` and, when a record has too few of either, to random passages of the
+  training pool (every distinct passage that appears in the training records) so shapes stay fixed;
+* ``random_negatives`` passages drawn from the same pool.
+
+Passage ids travel with the batch as int32 hashes (:func:`passage_hash`) for false-negative masking.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import Sequence
+
+import numpy as np
+
+from dpr_jax.data.records import Passage, TrainRecord
+from dpr_jax.errors import DprJaxError
+
+_EPOCH_STREAM, _EXAMPLE_STREAM = 1, 2
+
+
+def passage_key(p: Passage) -> str:
+    """A passage's identity: its id, or its title and text when it has none."""
+    return f"id:{p.id}" if p.id else f"text:{p.title}\x00{p.text}"
+
+
+def passage_hash(p: Passage) -> int:
+    """A stable 32-bit signed hash of :func:`passage_key` (same in every process and run)."""
+    digest = hashlib.blake2b(passage_key(p).encode("utf-8"), digest_size=4).digest()
+    return int(np.frombuffer(digest, dtype="<i4")[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchSpec:
+    """Shape and sampling of the training batches."""
+
+    global_batch_size: int
+    question_max_length: int = 64
+    passage_max_length: int = 256
+    hard_negatives: int = 1
+    random_negatives: int = 0
+    shuffle: bool = True
+    shuffle_positives: bool = False
+    seed: int = 0
+
+    @property
+    def group_size(self) -> int:
+        return 1 + self.hard_negatives + self.random_negatives
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    """One question with its passage group (positive first), before tokenisation."""
+
+    question: str
+    passages: tuple[Passage, ...]
+
+
+class TrainBatches:
+    """Deterministic training batches over a list of records (see the module docstring)."""
+
+    def __init__(self, records: Sequence[TrainRecord], tokenizer, spec: BatchSpec):
+        if spec.global_batch_size < 1:
+            raise DprJaxError(f"batch size must be positive, got {spec.global_batch_size}")
+        if spec.hard_negatives < 0 or spec.random_negatives < 0:
+            raise DprJaxError("the numbers of hard and random negatives must be >= 0")
+        if len(records) < spec.global_batch_size:
+            raise DprJaxError(f"{len(records)} training records are fewer than one global batch "
+                              f"({spec.global_batch_size}); lower the batch size")
+        self.records = list(records)
+        self.tokenizer = tokenizer
+        self.spec = spec
+        self.steps_per_epoch = len(self.records) // spec.global_batch_size
+        pool: dict[str, Passage] = {}
+        for r in self.records:
+            for p in (*r.positives, *r.hard_negatives, *r.negatives):
+                pool.setdefault(passage_key(p), p)
+        self.pool = list(pool.values())
+        self._perm_cache: tuple[int, np.ndarray] | None = None
+
+    @property
+    def group_size(self) -> int:
+        return self.spec.group_size
+
+    def epoch_of(self, step: int) -> int:
+        return step // self.steps_per_epoch
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if self._perm_cache is None or self._perm_cache[0] != epoch:
+            n = len(self.records)
+            perm = (np.random.default_rng([self.spec.seed, _EPOCH_STREAM, epoch]).permutation(n)
+                    if self.spec.shuffle else np.arange(n))
+            self._perm_cache = (epoch, perm)
+        return self._perm_cache[1]
+
+    def record_indices(self, step: int) -> np.ndarray:
+        """Indices (into ``records``) of the global batch of ``step``."""
+        epoch, k = divmod(step, self.steps_per_epoch)
+        b = self.spec.global_batch_size
+        return self._permutation(epoch)[k * b:(k + 1) * b]
+
+    def example(self, step: int, row: int) -> Example:
+        """Row ``row`` of global batch ``step``: the question and its passage group."""
+        spec = self.spec
+        record = self.records[self.record_indices(step)[row]]
+        rng = np.random.default_rng([spec.seed, _EXAMPLE_STREAM, step, row])
+        positives = record.positives
+        positive = positives[rng.integers(len(positives))] if spec.shuffle_positives and spec.shuffle \
+            else positives[0]
+        negatives = []
+        for candidates in (record.hard_negatives, record.negatives):
+            if len(negatives) >= spec.hard_negatives:
+                break
+            order = rng.permutation(len(candidates)) if spec.shuffle else range(len(candidates))
+            negatives += [candidates[i] for i in order][:spec.hard_negatives - len(negatives)]
+        missing = spec.hard_negatives - len(negatives) + spec.random_negatives
+        if missing:
+            negatives += [self.pool[i] for i in rng.integers(len(self.pool), size=missing)]
+        return Example(record.question, (positive, *negatives))
+
+    def examples(self, step: int, rows: slice | None = None) -> list[Example]:
+        rows = range(self.spec.global_batch_size)[rows or slice(None)]
+        return [self.example(step, r) for r in rows]
+
+    def batch(self, step: int, rows: slice | None = None) -> dict:
+        """Tokenised arrays of global batch ``step`` (only ``rows`` of it: this process's share).
+
+        ``{"questions": {input_ids, attention_mask, token_type_ids} [b, Lq],
+        "passages": {...} [b, G, Lp], "passage_ids": [b, G]}``, all int32, padded to the max lengths.
+        """
+        spec = self.spec
+        examples = self.examples(step, rows)
+        b, g = len(examples), self.group_size
+        questions = self.tokenizer.questions([e.question for e in examples], spec.question_max_length,
+                                             pad_to=spec.question_max_length)
+        flat = [p for e in examples for p in e.passages]
+        passages = self.tokenizer.passages([p.title for p in flat], [p.text for p in flat],
+                                           spec.passage_max_length, pad_to=spec.passage_max_length)
+        passages = {k: v.reshape(b, g, -1) for k, v in passages.items()}
+        ids = np.array([passage_hash(p) for p in flat], dtype=np.int32).reshape(b, g)
+        return {"questions": questions, "passages": passages, "passage_ids": ids}

@@ -1,0 +1,189 @@
+"""The sharded training step: every question against every passage of the global batch, on any mesh.
+
+The model is used in functional form: ``graphdef, params, rest = nnx.split(model, nnx.Param, ...)``
+once, then each step merges ``params`` (a pure dict of float32 arrays, replicated) back into a
+module inside ``jit``. The gradient is computed under :func:`jax.shard_map` over the data axis of
+:mod:`dpr_jax.mesh` with explicit collectives:
+
+1. each device encodes its own questions and its own passages (its shard of the global batch);
+2. the passage vectors (and their id hashes) are ``all_gather``-ed, so each device scores its
+   questions against *all* passages of the global batch, on every device and host;
+3. the loss of its questions, divided by the global batch size, is differentiated on each device;
+   gradients flow back through the ``all_gather`` (its transpose sums the passage-vector gradients
+   of every device's questions onto the device that encoded the passage), and a ``psum`` adds the
+   per-device parameter gradients.
+
+So the gradient is that of the mean loss of the global batch, whatever the number of devices.
+
+With GradCache (:mod:`dpr_jax.train.gradcache`) each device encodes in chunks without keeping
+activations, takes the gradient of the global loss with respect to the gathered vectors, and
+re-encodes chunk by chunk under a VJP: the same gradient with activation memory of one chunk.
+
+The optimizer update follows in the same ``jit``. A step whose loss or gradient norm is not finite
+leaves parameters and optimizer state unchanged, so a NaN never reaches a checkpoint; the training
+loop stops with an error when it sees one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.flatten_util import ravel_pytree
+from jax.sharding import PartitionSpec as P
+
+from dpr_jax.mesh import DATA_AXIS, replicated
+from dpr_jax.train.gradcache import gradcache_grads
+from dpr_jax.train.loss import in_batch_losses
+
+Batch = dict  # {"questions": {ids, mask, types}[B, Lq], "passages": {...}[B, G, Lp], "passage_ids": [B, G]}
+
+
+@dataclasses.dataclass(frozen=True)
+class StepOptions:
+    """What the step computes (static: a change recompiles)."""
+
+    group_size: int  # passages per question: 1 positive + negatives
+    temperature: float = 1.0
+    mask_false_negatives: bool = True
+    dropout: bool = True
+    gradcache: bool = False
+    question_chunk: int = 0  # GradCache questions per chunk per device (0: all local questions)
+    passage_chunk: int = 0  # GradCache passages per chunk per device (0: all local passages)
+    nan_at_step: int = -1  # testing aid: make this step's loss and gradients NaN
+
+
+@dataclasses.dataclass(frozen=True)
+class FunctionalModel:
+    """A dual encoder split into its static graph, its float32 parameters and the rest of its state."""
+
+    graphdef: Any
+    rest: Any
+
+    @classmethod
+    def split(cls, model: nnx.Module) -> tuple["FunctionalModel", dict]:
+        """``(functional model, params as a pure dict)``."""
+        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        return cls(graphdef, rest), nnx.to_pure_dict(params)
+
+    def module(self, params: dict) -> nnx.Module:
+        return nnx.merge(self.graphdef, params, self.rest)
+
+    def encode(self, params: dict, side: str, batch: dict, key: jax.Array | None = None) -> jax.Array:
+        """``side`` is ``"question"`` or ``"passage"``; dropout is on iff ``key`` is given."""
+        model = self.module(params)
+        rngs = None if key is None else nnx.Rngs(dropout=key)
+        if side == "question":
+            return model.encode_questions(batch, rngs=rngs)
+        return model.encode_passages(batch, rngs=rngs)
+
+
+def _flatten_groups(passages: dict) -> dict:
+    """``[b, G, L]`` passage arrays -> ``[b*G, L]``."""
+    return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), passages)
+
+
+def psum_tree(tree, axis_name: str):
+    """``psum`` of a whole pytree as ONE all-reduce of its leaves raveled into a float32 vector.
+
+    XLA does not always merge per-leaf all-reduces (CPU/gloo does not), and each costs a round trip.
+    """
+    flat, unravel = ravel_pytree(tree)
+    return unravel(jax.lax.psum(flat, axis_name))
+
+
+def make_grad_fn(fmodel: FunctionalModel, mesh, opts: StepOptions) -> Callable:
+    """``f(params, batch, key) -> (grads, {"loss", "accuracy"})`` of the global batch's mean loss.
+
+    ``params`` replicated, ``batch`` sharded over the data axis (leading dim = global batch), ``key``
+    the step's dropout key. Call it inside ``jit``.
+    """
+    num_devices = mesh.devices.size
+    keys_of = lambda key: (jax.random.fold_in(key, 0), jax.random.fold_in(key, 1))  # noqa: E731
+
+    def local_plain(params, questions, passages, passage_ids, key):
+        b = passage_ids.shape[0]
+        global_b = b * num_devices
+        device = jax.lax.axis_index(DATA_AXIS)
+        key_q, key_p = keys_of(jax.random.fold_in(key, device)) if opts.dropout else (None, None)
+        passages, passage_ids = _flatten_groups(passages), passage_ids.reshape(-1)
+
+        def loss_fn(params):
+            q = fmodel.encode(params, "question", questions, key_q)
+            p = fmodel.encode(params, "passage", passages, key_p)
+            p_all = jax.lax.all_gather(p, DATA_AXIS, tiled=True)
+            ids_all = jax.lax.all_gather(passage_ids, DATA_AXIS, tiled=True)
+            loss, correct = in_batch_losses(q, p_all, ids_all, group_size=opts.group_size,
+                                            temperature=opts.temperature,
+                                            mask_false_negatives=opts.mask_false_negatives,
+                                            first_question=device * b)
+            return loss.sum() / global_b, correct.sum() / global_b
+
+        (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        return psum_tree((grads, {"loss": loss, "accuracy": accuracy}), DATA_AXIS)
+
+    def local_gradcache(params, questions, passages, passage_ids, key):
+        device = jax.lax.axis_index(DATA_AXIS)
+        key_q, key_p = keys_of(jax.random.fold_in(key, device)) if opts.dropout else (None, None)
+        passages, passage_ids = _flatten_groups(passages), passage_ids.reshape(-1)
+        ids_all = jax.lax.all_gather(passage_ids, DATA_AXIS, tiled=True)
+
+        def global_loss(q_all, p_all):
+            loss, correct = in_batch_losses(q_all, p_all, ids_all, group_size=opts.group_size,
+                                            temperature=opts.temperature,
+                                            mask_false_negatives=opts.mask_false_negatives)
+            return loss.mean(), correct.mean()
+
+        grads, (loss, accuracy) = gradcache_grads(
+            fmodel.encode, params, questions, passages, global_loss, axis_name=DATA_AXIS, device=device,
+            question_chunk=opts.question_chunk, passage_chunk=opts.passage_chunk, key_q=key_q, key_p=key_p)
+        return psum_tree(grads, DATA_AXIS), {"loss": loss, "accuracy": accuracy}
+
+    local = local_gradcache if opts.gradcache else local_plain
+    sharded = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS), P(DATA_AXIS), P()),
+                            out_specs=(P(), P()), check_vma=False)
+
+    def grad_fn(params, batch: Batch, key):
+        return sharded(params, batch["questions"], batch["passages"], batch["passage_ids"], key)
+
+    return grad_fn
+
+
+def init_train_state(params: dict, optimizer: optax.GradientTransformation, mesh) -> dict:
+    """``{"params", "opt_state", "step"}`` replicated over the mesh."""
+    state = {"params": params, "opt_state": optimizer.init(params), "step": jnp.zeros((), jnp.int32)}
+    return jax.device_put(state, replicated(mesh))
+
+
+def make_train_step(fmodel: FunctionalModel, mesh, optimizer: optax.GradientTransformation,
+                    schedule: optax.Schedule, opts: StepOptions) -> Callable:
+    """A jitted ``step(state, batch, base_key) -> (state, metrics)``; ``state`` is donated.
+
+    The step's dropout key is ``fold_in(base_key, step)``, a pure function of the seed and the step,
+    so a resumed run draws the same masks. ``metrics``: loss, accuracy (in-batch top-1), grad_norm
+    (before clipping), lr (of this update), finite (0 if the update was skipped).
+    """
+    grad_fn = make_grad_fn(fmodel, mesh, opts)
+
+    def step(state, batch, base_key):
+        params, opt_state, n = state["params"], state["opt_state"], state["step"]
+        grads, metrics = grad_fn(params, batch, jax.random.fold_in(base_key, n))
+        if opts.nan_at_step >= 0:
+            poison = jnp.where(n == opts.nan_at_step, jnp.nan, 1.0)
+            grads = jax.tree.map(lambda g: g * poison, grads)
+            metrics = dict(metrics, loss=metrics["loss"] * poison)
+        grad_norm = optax.tree.norm(grads)
+        updates, new_opt_state = optimizer.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
+        state = {"params": keep(new_params, params), "opt_state": keep(new_opt_state, opt_state), "step": n + 1}
+        metrics = dict(metrics, grad_norm=grad_norm, lr=schedule(n), finite=finite.astype(jnp.float32))
+        return state, metrics
+
+    return jax.jit(step, donate_argnums=(0,), out_shardings=(replicated(mesh), replicated(mesh)))
+

@@ -1,0 +1,123 @@
+"""Training batches: a pure function of (seed, step), per-process slices, negatives and their fallbacks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dpr_jax.data.batches import BatchSpec, TrainBatches, passage_hash, passage_key
+from dpr_jax.data.records import Passage, TrainRecord
+from dpr_jax.errors import DprJaxError
+from dpr_jax.models.tokenizer import TextTokenizer
+
+
+@pytest.fixture(scope="module")
+def tokenizer(minilm_dir):
+    return TextTokenizer.from_dir(minilm_dir)
+
+
+def _records(n=10):
+    P = lambda i: Passage(f"p{i}", f"text number {i}", f"title {i}")  # noqa: E731
+    recs = []
+    for i in range(n):
+        if i % 3 == 0:
+            recs.append(TrainRecord(f"question {i}", ("a",), (P(i), P(100 + i)), hard_negatives=(P(200 + i), P(300 + i))))
+        elif i % 3 == 1:
+            recs.append(TrainRecord(f"question {i}", ("a",), (P(i),), negatives=(P(400 + i),)))
+        else:
+            recs.append(TrainRecord(f"question {i}", ("a",), (P(i),)))
+    return recs
+
+
+def _spec(**kw):
+    base = dict(global_batch_size=4, question_max_length=8, passage_max_length=16, hard_negatives=2, seed=3)
+    base.update(kw)
+    return BatchSpec(**base)
+
+
+def test_batches_are_a_pure_function_of_seed_and_step(tokenizer):
+    a, b = TrainBatches(_records(), tokenizer, _spec()), TrainBatches(_records(), tokenizer, _spec())
+    for step in (5, 0, 3, 5):  # any order, fresh or reused instance
+        x, y = a.batch(step), b.batch(step)
+        assert all(np.array_equal(x[k][f], y[k][f]) for k in ("questions", "passages") for f in x[k])
+        assert np.array_equal(x["passage_ids"], y["passage_ids"])
+    other = TrainBatches(_records(), tokenizer, _spec(seed=4))
+    assert [e.question for e in other.examples(0)] != [e.question for e in a.examples(0)] or \
+        [e.question for e in other.examples(1)] != [e.question for e in a.examples(1)]
+
+
+def test_each_epoch_visits_every_full_batch_of_records_once(tokenizer):
+    batches = TrainBatches(_records(10), tokenizer, _spec())
+    assert batches.steps_per_epoch == 2  # 10 // 4; the last partial batch is dropped
+    for epoch in range(3):
+        idx = np.concatenate([batches.record_indices(epoch * 2 + k) for k in range(2)])
+        assert len(set(idx.tolist())) == 8
+    assert not np.array_equal(batches.record_indices(0), batches.record_indices(2))  # reshuffled per epoch
+    ordered = TrainBatches(_records(10), tokenizer, _spec(shuffle=False))
+    assert ordered.record_indices(1).tolist() == [4, 5, 6, 7]
+
+
+def test_process_slices_concatenate_to_the_global_batch(tokenizer):
+    batches = TrainBatches(_records(), tokenizer, _spec())
+    whole = batches.batch(1)
+    parts = [batches.batch(1, slice(0, 2)), batches.batch(1, slice(2, 4))]
+    for k in ("questions", "passages"):
+        for f in whole[k]:
+            assert np.array_equal(whole[k][f], np.concatenate([p[k][f] for p in parts]))
+    assert np.array_equal(whole["passage_ids"], np.concatenate([p["passage_ids"] for p in parts]))
+
+
+def test_negatives_come_from_hard_then_negatives_then_the_pool(tokenizer):
+    records = _records()
+    batches = TrainBatches(records, tokenizer, _spec(shuffle=False, hard_negatives=2, random_negatives=1))
+    assert batches.group_size == 4
+    pool_ids = {p.id for r in records for p in (*r.positives, *r.negatives, *r.hard_negatives)}
+    for row, ex in enumerate(batches.examples(0)):  # records 0..3 in order
+        i = row
+        ids = [p.id for p in ex.passages]
+        assert ids[0] == f"p{i}"  # first positive (shuffle_positives off)
+        if i % 3 == 0:
+            assert ids[1:3] == [f"p{200 + i}", f"p{300 + i}"]
+        elif i % 3 == 1:
+            assert ids[1] == f"p{400 + i}" and ids[2] in pool_ids
+        else:
+            assert ids[1] in pool_ids and ids[2] in pool_ids
+        assert ids[3] in pool_ids  # the random negative
+
+
+def test_shuffle_positives_picks_among_the_positives(tokenizer):
+    batches = TrainBatches(_records(12), tokenizer, _spec(global_batch_size=12, shuffle_positives=True))
+    chosen = set()
+    for step in range(6):
+        for row, ex in enumerate(batches.examples(step)):
+            rec = batches.records[batches.record_indices(step)[row]]
+            assert ex.passages[0] in rec.positives
+            if len(rec.positives) > 1:
+                chosen.add(rec.positives.index(ex.passages[0]))
+    assert chosen == {0, 1}  # the first and the second positive were both used
+
+
+def test_shapes_and_passage_id_hashes(tokenizer):
+    batches = TrainBatches(_records(), tokenizer, _spec())
+    b = batches.batch(0)
+    assert b["questions"]["input_ids"].shape == (4, 8)
+    assert b["passages"]["input_ids"].shape == (4, 3, 16)
+    assert all(v.dtype == np.int32 for v in (*b["questions"].values(), *b["passages"].values(), b["passage_ids"]))
+    ex = batches.examples(0)
+    assert b["passage_ids"].tolist() == [[passage_hash(p) for p in e.passages] for e in ex]
+    # the tokenised passage is [CLS] title [SEP] text [SEP]
+    first = tokenizer.passages([ex[0].passages[0].title], [ex[0].passages[0].text], 16, pad_to=16)
+    assert np.array_equal(b["passages"]["input_ids"][0, 0], first["input_ids"][0])
+
+
+def test_passage_hash_uses_id_else_content():
+    assert passage_hash(Passage("x", "one")) == passage_hash(Passage("x", "two"))
+    assert passage_hash(Passage("x", "one")) != passage_hash(Passage("y", "one"))
+    assert passage_hash(Passage("", "one", "t")) == passage_hash(Passage("", "one", "t"))
+    assert passage_key(Passage("", "one", "t")) != passage_key(Passage("", "two", "t"))
+    assert isinstance(passage_hash(Passage("x", "one")), int)
+
+
+def test_too_few_records_for_one_batch(tokenizer):
+    with pytest.raises(DprJaxError, match="fewer than one global batch"):
+        TrainBatches(_records(3), tokenizer, _spec())
