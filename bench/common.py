@@ -142,6 +142,15 @@ def alternate(contenders: dict[str, Callable[[], object]], rounds: int, *, warmu
     }
 
 
+def load_warning(load: float | None, cores: int | None) -> str | None:
+    """A caveat for results measured while other work shared the cores (load average above half of them)."""
+    if load is None or not cores or load <= cores / 2:
+        return None
+    return (f"**Caveat: the machine was shared while this ran (load average {load:.1f} on {cores} cores).** "
+            "Absolute speeds are well below a quiet machine's, and contenders that busy-wait for their "
+            "threads (OpenMP, as faiss uses) lose more than others, so ratios are not quiet-machine ratios.")
+
+
 def markdown_table(header: list[str], rows: list[list]) -> str:
     """A GitHub-flavoured Markdown table."""
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

@@ -52,9 +52,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _enable_compilation_cache() -> None:
+    """Keep compiled XLA programs on disk between runs (set JAX_COMPILATION_CACHE_DIR="" to turn off).
+
+    Every stage of a pipeline (encode, search, train, encode again) compiles the same BERT graphs;
+    with the cache only the first run pays for it. Must happen before JAX initialises.
+    """
+    import os
+    from pathlib import Path
+
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = str(base / "dpr-jax" / "xla")
+    if "jax" in sys.modules and os.environ["JAX_COMPILATION_CACHE_DIR"]:  # imported already: tell it directly
+        sys.modules["jax"].config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+
+
 def main(argv: list[str] | None = None) -> int:
     from dpr_jax.errors import DprJaxError
 
+    _enable_compilation_cache()
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args._module, "ACCEPTS_EXTRA", False):

@@ -7,8 +7,9 @@ interrupted quickstart picks up where it stopped):
 2. ``bm25``: BM25 over all 2,067 paragraphs for the 2,142 eval questions.
 3. ``mine``: BM25 hard negatives for the training questions (DPR's recipe).
 4. ``encode`` + ``search`` with all-MiniLM-L6-v2 as is (zero-shot dense).
-5. ``train``: a short DPR fine-tune of all-MiniLM-L6-v2 (``configs/squad.py``), global in-batch
-   softmax with one BM25 hard negative per question.
+5. ``train``: a short DPR fine-tune of all-MiniLM-L6-v2 (``configs/squad.py`` cut to 20 steps of 32
+   questions and 128-token passages, see ``QUICK_TRAIN``), global in-batch softmax with one BM25
+   hard negative per question.
 6. ``encode`` + ``search`` with the fine-tuned run directory.
 7. ``hybrid``: BM25 + fine-tuned dense fusion.
 8. ``evaluate``: one table (top-1/5/20/100, MRR@10) printed and written to ``results.md``/``results.json``,
@@ -28,6 +29,16 @@ from dpr_jax.io_utils import atomic_open, write_json
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 KS = (1, 5, 20, 100)
+# configs/squad.py shortened to fit a 2-core CPU in a few minutes; bench/quality_gpu.sh runs the real recipe
+QUICK_TRAIN = {
+    "train.num_steps": 20,
+    "train.warmup_steps": 2,
+    "train.learning_rate": 3e-5,
+    "train.checkpoint_every": 10,
+    "data.question_max_length": 32,
+    "data.passage_max_length": 128,
+    "eval.every": 0,
+}
 
 
 def config_path(name: str) -> Path:
@@ -83,9 +94,10 @@ def run_quickstart(workdir="runs/quickstart", squad: str | None = None, train_st
         train_file = data / "train-bm25.jsonl"
         _run(["mine", "--method", "bm25", "--passages", str(data / "passages.jsonl"), "--train",
               str(data / "train.jsonl"), "--out", str(train_file), "--num", "3"], train_file)
-        overrides = [f"--config.data.dir={data}", f"--config.data.train={train_file}"]
+        settings = {**QUICK_TRAIN, "data.dir": data, "data.train": train_file}
         if train_steps:
-            overrides.append(f"--config.train.num_steps={train_steps}")
+            settings["train.num_steps"] = train_steps
+        overrides = [f"--config.{key}={value}" for key, value in settings.items()]
         train_dir = work / "train"
         _run(["train", "--config", str(config_path("squad")), "--workdir", str(train_dir), *overrides],
              None)  # a finished run resumes to its end at once
