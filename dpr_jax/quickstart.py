@@ -38,6 +38,7 @@ QUICK_TRAIN = {
     "data.question_max_length": 32,
     "data.passage_max_length": 128,
     "eval.every": 0,
+    "train.log_every": 2,
 }
 
 

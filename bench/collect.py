@@ -1,0 +1,35 @@
+"""Gather every benchmark's ``bench/results/*.md`` into ``BENCHMARKS.md`` (run after the benchmarks).
+
+  python bench/collect.py
+"""
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ORDER = ["encode_speed", "encode_speed_gpu", "train_speed", "train_speed_gpu", "search_speed", "search_scale",
+         "encode_memory", "bm25_speed"]
+INTRO = """# Benchmarks
+
+Every figure here was produced by a script in `bench/` (named in each section) and is a same-run
+comparison: contenders alternate (A B A B ...) over several rounds, and the tables give medians and
+the median ratio, because these 2-core machines drift 1.5-1.9x between runs. CPU runs shared the
+machine with other work; each section's machine line gives the load. GPU runs are on one H100 lent
+for the session. The SQuAD quality numbers are in the README (`bench/quality_gpu.sh`).
+"""
+
+
+def main() -> None:
+    results = ROOT / "bench" / "results"
+    names = [n for n in ORDER if (results / f"{n}.md").exists()]
+    names += sorted(p.stem for p in results.glob("*.md") if p.stem not in names)
+    parts = [INTRO]
+    for name in names:
+        body = (results / f"{name}.md").read_text().strip()
+        body = "\n".join(("#" + line) if line.startswith("#") else line for line in body.splitlines())
+        parts.append(f"{body}\n\n_Source: `bench/results/{name}.md`, made by `bench/{name.removesuffix('_gpu')}.py`._")
+    (ROOT / "BENCHMARKS.md").write_text("\n\n".join(parts) + "\n")
+    print(f"BENCHMARKS.md: {len(names)} sections")
+
+
+if __name__ == "__main__":
+    main()
