@@ -167,11 +167,13 @@ def _with_dtype(loaded: LoadedModel, dtype: str) -> LoadedModel:
     return dataclasses.replace(loaded, model=model, encoder_config=enc)
 
 
-def init_random_model(bert_config: BertConfig, encoder_config: EncoderConfig, tokenizer_dir: str | Path,
+def init_random_model(bert_config: BertConfig, encoder_config: EncoderConfig, tokenizer: "str | Path | TextTokenizer",
                       shared: bool = False, seed: int = 0) -> LoadedModel:
-    """A randomly initialised dual encoder (BERT's N(0, 0.02) init) with a tokenizer from ``tokenizer_dir``."""
-    tokenizer = TextTokenizer.from_dir(resolve_model_dir(str(tokenizer_dir)))
+    """A randomly initialised dual encoder (BERT's N(0, 0.02) init); ``tokenizer`` is a spec or a loaded one."""
+    source = tokenizer if not isinstance(tokenizer, TextTokenizer) else "tokenizer"
+    if not isinstance(tokenizer, TextTokenizer):
+        tokenizer = TextTokenizer.from_dir(resolve_model_dir(str(tokenizer)))
     if len(tokenizer.hf) > bert_config.vocab_size:
         raise DprJaxError(f"tokenizer has {len(tokenizer.hf)} tokens but vocab_size is {bert_config.vocab_size}")
     model = DualEncoder(bert_config, encoder_config, shared=shared, rngs=nnx.Rngs(seed))
-    return LoadedModel(model, tokenizer, bert_config, encoder_config, shared, f"random:{tokenizer_dir}")
+    return LoadedModel(model, tokenizer, bert_config, encoder_config, shared, f"random:{source}")

@@ -133,11 +133,8 @@ def _tri_state(value) -> bool | None:
 
 def build_model(config):
     """The initial dual encoder (:class:`~dpr_jax.models.loading.LoadedModel`) the config describes."""
-    from flax import nnx
-
     from dpr_jax.models.config import BertConfig, EncoderConfig
-    from dpr_jax.models.dual_encoder import DualEncoder
-    from dpr_jax.models.loading import LoadedModel, load_model, resolve_model_dir
+    from dpr_jax.models.loading import init_random_model, load_model, resolve_model_dir
     from dpr_jax.models.tokenizer import TextTokenizer
 
     m = config.model
@@ -146,7 +143,7 @@ def build_model(config):
     if m.init == "pretrained":
         return load_model(m.name, pooling=pooling, normalize=_tri_state(m.normalize), shared=m.shared,
                           projection_dim=projection, dtype=m.dtype, seed=config.seed)
-    # random init (as dpr_jax.models.loading.init_random_model, with the tokenizer loaded once)
+    # random init: the architecture from model.bert, the vocabulary from model.tokenizer
     tokenizer_spec = m.tokenizer or m.name
     tokenizer = TextTokenizer.from_dir(resolve_model_dir(tokenizer_spec))
     b = m.bert
@@ -160,8 +157,8 @@ def build_model(config):
                       attention_probs_dropout_prob=b.attention_probs_dropout_prob, pad_token_id=tokenizer.pad_id)
     enc = EncoderConfig(pooling=pooling or "cls", normalize=bool(_tri_state(m.normalize)),
                         projection_dim=projection or 0, dtype=m.dtype)
-    model = DualEncoder(bert, enc, shared=m.shared, rngs=nnx.Rngs(config.seed))
-    return LoadedModel(model, tokenizer, bert, enc, m.shared, f"random:{tokenizer_spec}")
+    loaded = init_random_model(bert, enc, tokenizer, shared=m.shared, seed=config.seed)
+    return dataclasses.replace(loaded, source=f"random:{tokenizer_spec}")
 
 
 def total_steps_of(config, steps_per_epoch: int) -> int:
