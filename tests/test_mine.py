@@ -148,3 +148,32 @@ def test_mine_command_bm25(squad_files, capsys):
     assert main(["mine", "--passages", str(d / "passages.jsonl"), "--train", str(d / "train.jsonl"),
                  "--out", str(d / "x.jsonl"), "--method", "dense"]) == 2
     assert "--model" in capsys.readouterr().err
+
+
+def test_mine_command_dense(squad_files, minilm_dir, tmp_path):
+    """ANCE-style mining from a dense index: the top dense passages that are neither positive nor answer-bearing."""
+    import numpy as np
+
+    from dpr_jax.data.training_data import read_training_records
+    from dpr_jax.eval.has_answer import has_answer
+    from dpr_jax.index.encode import TextEncoder
+    from dpr_jax.index.store import open_index
+    from dpr_jax.models.loading import load_model
+
+    d, passages, questions = squad_files
+    index = tmp_path / "index"
+    assert main(["encode", "--model", str(minilm_dir), "--passages", str(d / "passages.jsonl"), "--out", str(index),
+                 "--dtype", "float32", "--max-length", "128"]) == 0
+    assert main(["mine", "--passages", str(d / "passages.jsonl"), "--train", str(d / "train.jsonl"),
+                 "--out", str(tmp_path / "mined.jsonl"), "--method", "dense", "--model", str(minilm_dir),
+                 "--index", str(index), "--num", "2", "--depth", "15"]) == 0
+    records, _ = read_training_records(tmp_path / "mined.jsonl")
+    idx = open_index(index)
+    vectors = np.concatenate([c for _, c in idx.iter_chunks(1000)])
+    q = TextEncoder(load_model(str(minilm_dir)), max_length=64).encode_questions([r.question for r in records])
+    texts = {p["id"]: p["text"] for p in passages}
+    for rec, qv, question in zip(records, q, questions):
+        ranked = [idx.ids()[i] for i in np.argsort(-(vectors @ qv), kind="stable")[:15]]
+        eligible = [pid for pid in ranked
+                    if pid != question["positive_ids"][0] and not has_answer(question["answers"], texts[pid])]
+        assert [p.id for p in rec.hard_negatives] == eligible[:2]
