@@ -76,14 +76,18 @@ class BertLayer(nnx.Module):
 
     def _attention(self, x, mask_bias, rngs):
         b, n, _ = x.shape
-        heads = lambda t: t.reshape(b, n, self.num_heads, -1)  # noqa: E731  [B, L, H, D]
+        # [B, heads, L, d]: XLA's CPU batched dot is ~3x faster on this layout than on [B, L, heads, d]
+        heads = lambda t: t.reshape(b, n, self.num_heads, -1).transpose(0, 2, 1, 3)  # noqa: E731
         q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
-        scale = 1.0 / math.sqrt(q.shape[-1])
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
-        probs = jax.nn.softmax(logits + mask_bias, axis=-1)
-        probs = dropout(probs, self.attention_rate, rngs).astype(self.dtype)
-        ctx = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
-        return ctx.reshape(b, n, -1)
+        q = q * (1.0 / math.sqrt(q.shape[-1]))
+        logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32) + mask_bias
+        # softmax with the normalisation deferred past the second matmul (same numbers, one pass less
+        # over [B, heads, L, L]); dropout of the probabilities = dropout of the unnormalised weights
+        weights = jnp.exp(logits - jax.lax.stop_gradient(logits.max(axis=-1, keepdims=True)))
+        total = weights.sum(axis=-1, keepdims=True)
+        weights = dropout(weights, self.attention_rate, rngs).astype(self.dtype)
+        ctx = jnp.einsum("bhqk,bhkd->bhqd", weights, v, preferred_element_type=jnp.float32) / total
+        return ctx.astype(self.dtype).transpose(0, 2, 1, 3).reshape(b, n, -1)
 
     def __call__(self, x, mask_bias, rngs=None):
         attn = dropout(self.attention_out(self._attention(x, mask_bias, rngs)), self.hidden_rate, rngs)
