@@ -236,9 +236,12 @@ def _json_records(path, *, id_key: str):
                                            id_field=id_key)
 
 
-def _tsv_records(path):
+def iter_tsv_rows(path) -> Iterator[tuple[int, list[str]]]:
+    """``(first line, fields)`` of each non-blank row of a tab-separated file (DPR's csv quoting).
+
+    A quoted field may span several lines; the line reported is where the row starts.
+    """
     reader = csv.reader(iter_text_lines(path), delimiter="\t")
-    columns = None
     prev_end = 0
     while True:
         try:
@@ -247,9 +250,14 @@ def _tsv_records(path):
             return
         except csv.Error as e:
             raise InputError(path, f"malformed TSV: {e}", line=reader.line_num) from None
-        line, prev_end = prev_end + 1, reader.line_num  # a quoted field may span several lines
-        if not row or (len(row) == 1 and not row[0].strip()):
-            continue
+        line, prev_end = prev_end + 1, reader.line_num
+        if row and not (len(row) == 1 and not row[0].strip()):
+            yield line, row
+
+
+def _tsv_records(path):
+    columns = None
+    for line, row in iter_tsv_rows(path):
         if columns is None:
             names = [c.strip().lower() for c in row]
             if {"id", "text"} <= set(names) and set(names) <= set(_TSV_DEFAULT_COLUMNS):

@@ -25,7 +25,7 @@ import json
 import logging
 from typing import Iterator
 
-from dpr_jax.data.passages import Problem, base_suffix, first_nonblank_line, iter_text_lines
+from dpr_jax.data.passages import Problem, base_suffix, first_nonblank_line, iter_text_lines, iter_tsv_rows
 from dpr_jax.data.records import Question
 from dpr_jax.data.training_data import CTX_ID_KEYS, iter_json_records, parse_answers
 from dpr_jax.errors import InputError
@@ -161,53 +161,56 @@ def _records(path) -> Iterator[tuple[int, int, object]]:
         yield index, line, obj
 
 
-def _jsonl_questions(path):
+def _each_record(path, parse) -> Iterator[tuple[int, Question | InputError]]:
+    """``(line, Question)`` per JSON record via ``parse(index, line, obj)``; a bad one yields its InputError."""
     for index, line, obj in _records(path):
         try:
             if isinstance(obj, InputError):
                 raise obj
-            qid = _string_field(path, line, obj, "id", required=False) or str(index)
-            question = _string_field(path, line, obj, "question")
-            answers = parse_answers(path, line, obj["answers"]) if obj.get("answers") is not None else ()
-            pos = obj.get("positive_ids")
-            positive_ids = _id_list(path, line, pos, "positive_ids") if pos is not None else ()
-            yield line, Question(qid, question, answers, positive_ids)
+            yield line, parse(index, line, obj)
         except InputError as e:
             yield line, e
+
+
+def _question_head(path, index: int, line: int, obj: dict) -> tuple[str, str, tuple[str, ...]]:
+    """id (default: the record's index), question text and answers, common to JSONL and DPR records."""
+    qid = _string_field(path, line, obj, "id", required=False) or str(index)
+    question = _string_field(path, line, obj, "question")
+    answers = parse_answers(path, line, obj["answers"]) if obj.get("answers") is not None else ()
+    return qid, question, answers
+
+
+def _jsonl_questions(path):
+    def parse(index, line, obj):
+        pos = obj.get("positive_ids")
+        positive_ids = _id_list(path, line, pos, "positive_ids") if pos is not None else ()
+        return Question(*_question_head(path, index, line, obj), positive_ids)
+
+    return _each_record(path, parse)
 
 
 def _beir_questions(path):
-    for _, line, obj in _records(path):
-        try:
-            if isinstance(obj, InputError):
-                raise obj
-            yield line, Question(_string_field(path, line, obj, "_id"), _string_field(path, line, obj, "text"))
-        except InputError as e:
-            yield line, e
+    return _each_record(path, lambda index, line, obj: Question(_string_field(path, line, obj, "_id"),
+                                                                _string_field(path, line, obj, "text")))
 
 
 def _dpr_questions(path):
-    for index, line, obj in _records(path):
-        try:
-            if isinstance(obj, InputError):
-                raise obj
-            qid = _string_field(path, line, obj, "id", required=False) or str(index)
-            question = _string_field(path, line, obj, "question")
-            answers = parse_answers(path, line, obj["answers"]) if obj.get("answers") is not None else ()
-            ctxs = obj.get("positive_ctxs") or []
-            if not isinstance(ctxs, list):
-                raise InputError(path, f"must be a list, got {type(ctxs).__name__}", line=line, field="positive_ctxs")
-            ids = []
-            for i, ctx in enumerate(ctxs):
-                pid = next((ctx[k] for k in CTX_ID_KEYS if ctx.get(k) is not None), None) \
-                    if isinstance(ctx, dict) else None
-                if pid is None or isinstance(pid, bool) or not isinstance(pid, (str, int)) or not str(pid).strip():
-                    raise InputError(path, f"needs a passage id ({'/'.join(CTX_ID_KEYS)})", line=line,
-                                     field=f"positive_ctxs[{i}]")
-                ids.append(str(pid))
-            yield line, Question(qid, question, answers, tuple(dict.fromkeys(ids)))
-        except InputError as e:
-            yield line, e
+    def parse(index, line, obj):
+        head = _question_head(path, index, line, obj)
+        ctxs = obj.get("positive_ctxs") or []
+        if not isinstance(ctxs, list):
+            raise InputError(path, f"must be a list, got {type(ctxs).__name__}", line=line, field="positive_ctxs")
+        ids = []
+        for i, ctx in enumerate(ctxs):
+            pid = next((ctx[k] for k in CTX_ID_KEYS if ctx.get(k) is not None), None) \
+                if isinstance(ctx, dict) else None
+            if pid is None or isinstance(pid, bool) or not isinstance(pid, (str, int)) or not str(pid).strip():
+                raise InputError(path, f"needs a passage id ({'/'.join(CTX_ID_KEYS)})", line=line,
+                                 field=f"positive_ctxs[{i}]")
+            ids.append(str(pid))
+        return Question(*head, tuple(dict.fromkeys(ids)))
+
+    return _each_record(path, parse)
 
 
 def parse_answer_list(path, line: int, text: str) -> tuple[str, ...]:
@@ -226,19 +229,7 @@ def parse_answer_list(path, line: int, text: str) -> tuple[str, ...]:
 
 
 def _tsv_questions(path):
-    reader = csv.reader(iter_text_lines(path), delimiter="\t")
-    prev_end = 0
-    index = 0
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as e:
-            raise InputError(path, f"malformed TSV: {e}", line=reader.line_num) from None
-        line, prev_end = prev_end + 1, reader.line_num
-        if not row or (len(row) == 1 and not row[0].strip()):
-            continue
+    for index, (line, row) in enumerate(iter_tsv_rows(path)):
         try:
             if len(row) != 2:
                 raise InputError(path, f"expected 2 tab-separated columns (question, answer list), "
@@ -248,7 +239,6 @@ def _tsv_questions(path):
             yield line, Question(str(index), row[0], parse_answer_list(path, line, row[1]))
         except InputError as e:
             yield line, e
-        index += 1
 
 
 __all__ = ["QUESTION_FORMATS", "apply_qrels", "detect_question_format", "parse_answer_list", "read_qrels",
