@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     fair_blas_env(args.keep_openblas_env)
 
-    from bench.encode_speed import squad_articles
+    from bench.common import squad_articles
     from dpr_jax.index.bm25 import BM25Index, BM25Settings
 
     info = machine_info(PACKAGES)

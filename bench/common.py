@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import time
@@ -173,3 +174,168 @@ def write_results(stem: str, markdown: str, data: dict, out_dir: Path | None = N
 def log(msg: str) -> None:
     """Progress to stderr with a timestamp (stdout stays for the result)."""
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- models, devices, FLOPs, SQuAD text
+# (used by encode_speed, train_speed, bm25_speed and encode_memory)
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+# Dense peak TFLOP/s by (device name fragment, dtype); the brief's figures for Hopper SXM parts.
+PEAK_TFLOPS = {("H100", "bfloat16"): 989.0, ("H100", "float32"): 67.0,
+               ("H200", "bfloat16"): 989.0, ("H200", "float32"): 67.0}
+PACKAGES = ("numpy", "jax", "jaxlib", "flax", "torch", "sentence-transformers", "transformers", "tokenizers")
+
+
+def select_platform(device: str) -> None:
+    """Make JAX use the CPU or the GPU; call before jax is imported."""
+    if device == "cpu":
+        os.environ["JAX_PLATFORMS"] = "cpu"
+    elif os.environ.get("JAX_PLATFORMS") == "cpu":
+        del os.environ["JAX_PLATFORMS"]
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+
+
+def check_jax_device(device: str) -> str:
+    """The JAX platform in use; exits with a message when a GPU was asked for and JAX sees none."""
+    import jax
+
+    platform = jax.devices()[0].platform
+    if device == "gpu" and platform != "gpu":
+        sys.exit(f"error: --device gpu but JAX sees only {jax.devices()}")
+    return platform
+
+
+def torch_device(device: str) -> str:
+    import torch
+
+    if device == "gpu":
+        if not torch.cuda.is_available():
+            log("torch sees no CUDA device: the sentence-transformers contender runs on the CPU")
+            return "cpu"
+        return "cuda"
+    return "cpu"
+
+
+def device_name(platform: str) -> str:
+    import jax
+
+    d = jax.devices()[0]
+    return getattr(d, "device_kind", str(d)) if platform == "gpu" else "cpu"
+
+
+def peak_tflops(name: str, dtype: str, override: float | None) -> float | None:
+    if override:
+        return override
+    for (frag, dt), value in PEAK_TFLOPS.items():
+        if frag in name and dt == dtype:
+            return value
+    return None
+
+
+def squad_articles(path: str | None = None) -> list[dict]:
+    """The SQuAD v1.1 dev articles (``data`` list of the official JSON)."""
+    from dpr_jax.settings import squad_dev_path
+
+    path = Path(path) if path else squad_dev_path()
+    if not path.is_file():
+        sys.exit(f"error: SQuAD dev file not found at {path} (set DPR_JAX_DATA or pass --squad)")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)["data"]
+
+
+def squad_paragraphs(path: str | None = None) -> list[str]:
+    """Every paragraph text of SQuAD dev (2,067), in file order."""
+    return [p["context"] for a in squad_articles(path) for p in a["paragraphs"]]
+
+
+def sample_texts(texts: list[str], n: int, seed: int) -> list[str]:
+    """``n`` texts: a seeded shuffle of ``texts``, repeated (reshuffled) when ``n`` exceeds their number."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out: list[str] = []
+    while len(out) < n:
+        out += [texts[i] for i in rng.permutation(len(texts))]
+    return out[:n]
+
+
+def prepare_model_dir(spec: str, random_init: bool, seed: int, workdir: Path) -> tuple[Path, str]:
+    """A model directory both libraries load, and a description of it.
+
+    Without ``random_init`` the model spec is resolved as dpr-jax does it. With it, ``config.json``
+    and every non-weight file of the spec's directory are copied to ``workdir`` and a
+    ``transformers.BertModel`` with seeded random weights is saved there (safetensors).
+    """
+    from dpr_jax.models.loading import resolve_model_dir
+
+    src = resolve_model_dir(spec)
+    if not random_init:
+        return src, f"{spec} ({src})"
+    import torch
+    from transformers import BertConfig as HFBertConfig, BertModel
+
+    dst = workdir / "random-init-model"
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(*WEIGHT_FILES))
+    torch.manual_seed(seed)
+    model = BertModel(HFBertConfig.from_pretrained(str(src)), add_pooling_layer=False)
+    model.save_pretrained(str(dst), safe_serialization=True)
+    return dst, f"random init (seed {seed}) with the config and tokenizer of {src}"
+
+
+def bert_shape(model_dir: Path) -> dict:
+    cfg = json.loads((model_dir / "config.json").read_text())
+    return {k: cfg[k] for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                                "vocab_size")}
+
+
+def matmul_params(shape: dict) -> int:
+    """Weights of the encoder's matmuls (Q, K, V, attention output, two feed-forward), embeddings excluded."""
+    h, i = shape["hidden_size"], shape["intermediate_size"]
+    return shape["num_hidden_layers"] * (4 * h * h + 2 * h * i)
+
+
+def forward_flops(shape: dict, lengths) -> float:
+    """Forward FLOPs over real tokens: sum over sequences of ``2 n P_matmul + 4 layers n^2 h``."""
+    p = matmul_params(shape)
+    layers, h = shape["num_hidden_layers"], shape["hidden_size"]
+    return float(sum(2 * n * p + 4 * layers * n * n * h for n in lengths))
+
+
+FLOP_FORMULA = ("per sequence of n real (unpadded) tokens: forward = 2*n*P_matmul + 4*layers*n^2*hidden "
+                "(P_matmul = layers*(4*h^2 + 2*h*i): Q, K, V, attention output, feed-forward; the n^2 term is "
+                "QK^T and PV; embeddings, norms, softmax, GELU not counted); training = 3 x forward")
+
+
+class CompileTimer:
+    """Seconds JAX spends tracing, lowering and compiling (its ``/jax/core/compile/*`` duration events).
+
+    Measured directly rather than as "first call minus a later call", which the drift of a shared
+    machine makes unreliable.
+    """
+
+    def __init__(self):
+        import jax.monitoring
+
+        self.seconds = 0.0
+        self.programs = 0
+        jax.monitoring.register_event_duration_secs_listener(self._on_event)
+
+    def _on_event(self, event: str, duration: float, **_):
+        if event.startswith("/jax/core/compile/"):
+            self.seconds += duration
+            self.programs += event.endswith("backend_compile_duration")
+
+    def reset(self) -> None:
+        self.seconds, self.programs = 0.0, 0
+
+
+def st_model(model_dir: Path, max_length: int, device: str):
+    """A sentence-transformers model on ``device`` with ``max_seq_length`` set."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(model_dir), device=device)
+    model.max_seq_length = max_length
+    return model

@@ -66,7 +66,7 @@ def maxrss_mib(who) -> float:
 
 
 def sentences_of(squad) -> tuple[list[str], list[str]]:
-    from bench.encode_speed import squad_articles
+    from bench.common import squad_articles
 
     sentences, titles = [], []
     for a in squad_articles(squad):

@@ -39,10 +39,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import alternate, fair_blas_env, log, machine_info, machine_line, markdown_table, write_results  # noqa: E402
-from bench.encode_speed import (DEFAULT_MODEL, FLOP_FORMULA, CompileTimer, PACKAGES, bert_shape, check_jax_device,  # noqa: E402
-                                device_name, forward_flops, peak_tflops, prepare_model_dir, select_platform,
-                                squad_articles, torch_device)
+from bench.common import (DEFAULT_MODEL, FLOP_FORMULA, PACKAGES, CompileTimer, alternate, bert_shape,  # noqa: E402
+                          check_jax_device, device_name, fair_blas_env, forward_flops, log, machine_info, machine_line,
+                          markdown_table, peak_tflops, prepare_model_dir, select_platform, squad_articles, torch_device,
+                          write_results)
 
 SCALE = 20.0  # MultipleNegativesRankingLoss's default scale; dpr-jax's temperature is 1/SCALE
 
@@ -103,7 +103,8 @@ class JaxTrainer:
         import jax.numpy as jnp
 
         from dpr_jax.train.optim import make_optimizer
-        from dpr_jax.train.step import FunctionalModel, StepOptions, init_train_state, make_train_step
+        from dpr_jax.models.functional import FunctionalModel
+    from dpr_jax.train.step import StepOptions, init_train_state, make_train_step
 
         fmodel, params = FunctionalModel.split(loaded.model)
         params = jax.tree.map(lambda x: jnp.array(x, copy=True), params)  # the step donates its state

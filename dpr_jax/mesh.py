@@ -42,6 +42,12 @@ def local_device_count(mesh: Mesh) -> int:
     return sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
 
 
+def round_up_to_devices(n: int, mesh: Mesh) -> int:
+    """``n`` rounded up to a multiple of the mesh's device count (a batch every device gets rows of)."""
+    devices = mesh.devices.size
+    return -(-int(n) // devices) * devices
+
+
 def global_batch(local_tree, mesh: Mesh):
     """Assemble per-process host arrays (leading dim = this process's share) into global arrays.
 

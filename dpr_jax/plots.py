@@ -15,7 +15,6 @@ display needed), write a PNG atomically when ``out`` is given, and return the fi
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import re
 from pathlib import Path
@@ -23,14 +22,13 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from dpr_jax.errors import DprJaxError, InputError
+from dpr_jax.errors import DprJaxError
 from dpr_jax.io_utils import atomic_path
 
 QUESTION_COLOR = "#1f6fd1"  # blue
 POSITIVE_COLOR = "#e8590c"  # orange
 OTHER_COLOR = "#9a9a9a"  # grey
 LINK_COLOR = "#c9c9c9"
-METRICS_FILE = "metrics.jsonl"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,34 +197,15 @@ def plot_embeddings(loaded, questions, passages, out=None, *, sample: int = 200,
 # training curves
 
 
-def metrics_path(workdir) -> Path:
-    """``workdir/metrics.jsonl`` (or ``workdir`` itself when it is the file)."""
-    path = Path(workdir)
-    return path if path.is_file() else path / METRICS_FILE
+def read_training_metrics(workdir) -> list[dict]:
+    """The rows of a run's ``metrics.jsonl`` (via :func:`dpr_jax.models.run_dir.read_metrics`), non-empty."""
+    from dpr_jax.models import run_dir
 
-
-def read_metrics(path) -> list[dict]:
-    """The rows of a ``metrics.jsonl``; a last line cut short (a run killed mid-write) is ignored."""
-    path = Path(path)
+    path = run_dir.metrics_path(workdir)
     if not path.is_file():
         raise DprJaxError(f"{path} not found: plot training needs a run directory with metrics.jsonl "
                           f"(written by `dpr-jax train` every train.log_every steps)")
-    lines = path.read_text(encoding="utf-8").splitlines()
-    rows = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            if number == len(lines):
-                break
-            raise InputError(path, f"invalid JSON: {e.msg}", line=number) from None
-        if not isinstance(row, dict):
-            raise InputError(path, "expected a JSON object", line=number)
-        if not isinstance(row.get("step"), (int, float)):
-            raise InputError(path, "missing or non-numeric", line=number, field="step")
-        rows.append(row)
+    rows = run_dir.read_metrics(path)
     if not rows:
         raise DprJaxError(f"{path} has no metrics yet (the first line is written after train.log_every steps)")
     return rows
@@ -269,11 +248,10 @@ def plot_training(workdir, out=None, *, title: str | None = None, dpi: int = 100
     """
     from matplotlib.ticker import MaxNLocator
 
-    path = metrics_path(workdir)
-    rows = read_metrics(path)
+    rows = read_training_metrics(workdir)
     panels = training_panels(rows)
     if not panels:
-        raise DprJaxError(f"{path}: no loss, lr, accuracy or eval_top* values to plot")
+        raise DprJaxError(f"{workdir}: no loss, lr, accuracy or eval_top* values to plot")
     ncols = 1 if len(panels) == 1 else 2
     nrows = -(-len(panels) // ncols)
     fig = new_figure(panel_size[0] * ncols, panel_size[1] * nrows)

@@ -51,8 +51,13 @@ def config_path(name: str) -> Path:
 
 
 def _run(argv: list[str], done: Path | None) -> None:
-    """Run one ``dpr-jax`` command in-process, unless ``done`` already exists."""
-    from dpr_jax.cli import main
+    """Run one ``dpr-jax`` command in-process, unless ``done`` already exists.
+
+    The command's own module parses ``argv`` and runs, exactly as ``dpr-jax`` would dispatch it (the
+    quickstart talks to the command modules, not to :mod:`dpr_jax.cli`, which dispatches to it).
+    """
+    import argparse
+    import importlib
 
     shown = "dpr-jax " + " ".join(shlex.quote(a) for a in argv)
     if done is not None and done.exists():
@@ -60,7 +65,18 @@ def _run(argv: list[str], done: Path | None) -> None:
         return
     print(f"\n$ {shown}", file=sys.stderr, flush=True)
     start = time.time()
-    status = main(argv)
+    name, *rest = argv
+    module = importlib.import_module(f"dpr_jax.commands.{name}")
+    parser = argparse.ArgumentParser(prog=f"dpr-jax {name}")
+    module.add_arguments(parser)
+    args, extra = parser.parse_known_args(rest)
+    if extra and not getattr(module, "ACCEPTS_EXTRA", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
+    try:
+        status = int(module.run(args) or 0)
+    except DprJaxError as e:
+        raise DprJaxError(f"quickstart stage failed: {shown}: {e}") from None
     if status:
         raise DprJaxError(f"quickstart stage failed (exit {status}): {shown}")
     print(f"  ({time.time() - start:.0f} s)", file=sys.stderr, flush=True)

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from dpr_jax.cli import main as cli_main
-from dpr_jax.data.passages import count_lines, detect_passage_format, load_passages, read_passages
+from dpr_jax.data.passages import detect_passage_format, load_passages, read_passages
 from dpr_jax.data.questions import detect_question_format, read_qrels, read_questions
 from dpr_jax.data.records import Passage, Question, TrainRecord
-from dpr_jax.data.training_data import iter_json_records, read_training_records, write_training_records
+from dpr_jax.data.textfiles import count_lines, iter_json_records
+from dpr_jax.data.training_data import read_training_records, write_training_records
 from dpr_jax.errors import InputError
 
 REPO = Path(__file__).resolve().parent.parent

@@ -147,10 +147,10 @@ def test_hf_format_with_projection_is_a_clear_error_and_writes_nothing(random_pr
 
 def _make_run_dir(workdir: Path, loaded, step: int) -> None:
     """A run directory as `dpr-jax train` leaves it: model.json, tokenizer/, an orbax checkpoint."""
-    from dpr_jax.train.checkpoint import Checkpointer
+    from dpr_jax.checkpoint import Checkpointer
     from dpr_jax.train.optim import make_optimizer
-    from dpr_jax.train.run_dir import CHECKPOINT_DIR, write_model_description
-    from dpr_jax.train.step import FunctionalModel
+    from dpr_jax.models.run_dir import CHECKPOINT_DIR, write_model_description
+    from dpr_jax.models.functional import FunctionalModel
 
     workdir.mkdir()
     write_model_description(workdir, loaded)

@@ -121,3 +121,15 @@ def test_passage_hash_uses_id_else_content():
 def test_too_few_records_for_one_batch(tokenizer):
     with pytest.raises(DprJaxError, match="fewer than one global batch"):
         TrainBatches(_records(3), tokenizer, _spec())
+
+
+def test_synthetic_records_are_valid_dpr_training_data(tmp_path):
+    from dpr_jax.data.training_data import read_training_records
+    from train_support import write_synthetic_training
+
+    path = write_synthetic_training(tmp_path / "train.jsonl", n=12, n_passages=5)
+    records, problems = read_training_records(path)
+    assert not problems and len(records) == 12
+    assert records[0].positives[0].id == records[5].positives[0].id == "p0"  # shared positives
+    assert [len(r.hard_negatives) for r in records[:3]] == [2, 0, 0]
+    assert [len(r.negatives) for r in records[:3]] == [0, 1, 0]

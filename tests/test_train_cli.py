@@ -12,9 +12,9 @@ import time
 import numpy as np
 import pytest
 
-from test_train_support import (REPO, cli_env, final_params, read_metrics, run_train_cli, synthetic_records,
+from train_support import (REPO, cli_env, final_params, read_metrics, run_train_cli, synthetic_records,
                                 tiny_overrides, train_command, write_jsonl)
-from dpr_jax.train.run_dir import checkpoint_steps
+from dpr_jax.models.run_dir import checkpoint_steps
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def test_two_processes_with_two_devices_each_equal_one_process_with_four(tmp_pat
     from distributed_worker import free_port
 
     from dpr_jax.train.loop import train
-    from test_train_support import tiny_config
+    from train_support import tiny_config
 
     extra = {"train.num_steps": 4, "train.checkpoint_every": 100, "model.shared": "true", "model.bert.hidden_size": 16}
     train(tiny_config(minilm_dir, train_file, **extra, **{"train.num_devices": 4}), tmp_path / "one", progress=False)

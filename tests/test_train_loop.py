@@ -9,8 +9,9 @@ import pytest
 
 from dpr_jax.errors import DprJaxError, InputError
 from dpr_jax.train.loop import train
-from dpr_jax.train.run_dir import checkpoint_steps, is_run_dir, load_run_model
-from test_train_support import final_params, read_metrics, synthetic_records, tiny_config, write_jsonl
+from dpr_jax.models.loading import load_run_model
+from dpr_jax.models.run_dir import checkpoint_steps, is_run_dir
+from train_support import final_params, read_metrics, synthetic_records, tiny_config, write_jsonl
 
 
 @pytest.fixture(scope="module")

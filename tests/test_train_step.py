@@ -18,7 +18,8 @@ from dpr_jax.mesh import global_batch, make_mesh, replicate
 from dpr_jax.models.config import BertConfig, EncoderConfig
 from dpr_jax.models.dual_encoder import DualEncoder
 from dpr_jax.train.loss import in_batch_loss
-from dpr_jax.train.step import FunctionalModel, StepOptions, init_train_state, make_grad_fn, make_train_step
+from dpr_jax.models.functional import FunctionalModel
+from dpr_jax.train.step import StepOptions, init_train_state, make_grad_fn, make_train_step
 
 B, G, LQ, LP, VOCAB = 16, 3, 8, 12, 97
 

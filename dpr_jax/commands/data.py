@@ -97,7 +97,8 @@ def _run_validate(args) -> int:
     if args.kind == "passages":
         from tqdm import tqdm
 
-        from dpr_jax.data.passages import count_lines, read_passages
+        from dpr_jax.data.passages import read_passages
+        from dpr_jax.data.textfiles import count_lines
 
         n = 0
         for _ in tqdm(read_passages(args.file, fmt=args.fmt, problems=problems), total=count_lines(args.file),

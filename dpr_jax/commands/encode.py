@@ -12,24 +12,8 @@ Example:
 HELP = "encode a passage corpus into embedding shards on disk"
 
 
-def add_model_arguments(parser, default_max_length: int) -> None:
-    """--model and the options that say how to load and run it (shared by encode and search)."""
-    parser.add_argument("--model", required=True,
-                        help="Hugging Face directory or hub name, a dpr-jax run directory, or an export")
-    parser.add_argument("--step", type=int, help="checkpoint step of a run directory (default: latest)")
-    parser.add_argument("--pooling", choices=["cls", "mean"], help="override the model's pooling")
-    parser.add_argument("--compute-dtype", choices=["float32", "bfloat16"], help="activation dtype")
-    parser.add_argument("--batch-size", type=int, default=64, help="sequences per batch (split over local devices)")
-    parser.add_argument("--max-length", type=int, default=default_max_length, help="max tokens per sequence")
-
-
-def load_from_args(args):
-    from dpr_jax.models.loading import load_model
-
-    return load_model(args.model, pooling=args.pooling, dtype=args.compute_dtype, step=args.step)
-
-
 def add_arguments(parser):
+    from dpr_jax.commands.common import add_model_arguments
     from dpr_jax.distributed import add_distributed_arguments
 
     add_model_arguments(parser, default_max_length=256)
@@ -46,12 +30,13 @@ def run(args) -> int:
 
     import jax
 
+    from dpr_jax.commands.common import load_model_from_args
     from dpr_jax.distributed import initialize_from_args
     from dpr_jax.index.encode import encode_corpus, parse_shard
 
     initialize_from_args(args)
     shard = parse_shard(args.shard) if args.shard else (jax.process_index(), jax.process_count())
-    loaded = load_from_args(args)
+    loaded = load_model_from_args(args)
     summary = encode_corpus(loaded, args.passages, args.out, shard=shard, block_size=args.block_size,
                             batch_size=args.batch_size, max_length=args.max_length, out_dtype=args.dtype)
     print(f"{args.out}: {len(summary['written'])} shard(s) written, {len(summary['skipped'])} already done "

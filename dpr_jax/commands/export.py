@@ -34,20 +34,14 @@ def run(args) -> int:
     from pathlib import Path
 
     from dpr_jax.errors import DprJaxError
+    from dpr_jax.models import run_dir
     from dpr_jax.models.export import export_model
     from dpr_jax.models.loading import load_model
 
     spec = Path(args.workdir).expanduser()
     provenance = {}
-    if (spec / "checkpoints").is_dir():  # a run directory: record which checkpoint was exported
-        from dpr_jax.train.run_dir import checkpoint_steps
-
-        steps = checkpoint_steps(spec)
-        if not steps:
-            raise DprJaxError(f"{spec}: no checkpoints to export yet")
-        if args.step is not None and args.step not in steps:
-            raise DprJaxError(f"{spec}: no checkpoint of step {args.step} (have {', '.join(map(str, steps))})")
-        provenance["checkpoint_step"] = args.step if args.step is not None else steps[-1]
+    if run_dir.has_checkpoint_dir(spec):  # a run directory: record which checkpoint was exported
+        provenance["checkpoint_step"] = run_dir.resolve_step(spec, args.step)
     elif args.step is not None:
         raise DprJaxError("--step applies only to a training run directory")
     loaded = load_model(args.workdir, step=args.step)

@@ -13,11 +13,14 @@ HELP = "mine BM25 or dense hard negatives into a training file"
 
 
 def add_arguments(parser) -> None:
+    from dpr_jax.commands.common import add_model_arguments
+
     parser.add_argument("--passages", required=True, help="passages file the negatives are drawn from")
     parser.add_argument("--train", required=True, help="DPR retriever training file (JSON or JSONL)")
     parser.add_argument("--out", required=True, help="training file to write (JSON lines)")
     parser.add_argument("--method", choices=("bm25", "dense"), default="bm25")
-    parser.add_argument("--model", help="dense: model directory or checkpoint")
+    add_model_arguments(parser, default_max_length=64, required=False,
+                        model_help="dense: the model that ranks (HF directory or hub name, run directory, export)")
     parser.add_argument("--index", help="dense: encoded corpus directory (from `dpr-jax encode`)")
     parser.add_argument("--index-dir", help="bm25: index cache directory (default <passages>.bm25/)")
     parser.add_argument("--num", type=int, default=30, help="hard negatives per question (default 30)")
@@ -48,9 +51,11 @@ def run(args) -> int:
     else:
         if not args.model or not args.index:
             raise DprJaxError("--method dense needs --model and --index")
+        from dpr_jax.commands.common import load_model_from_args
         from dpr_jax.index.retrieve import dense_search
 
-        ranked, _ = dense_search(args.model, args.index, queries, args.depth)
+        ranked, _ = dense_search(load_model_from_args(args), args.index, queries, args.depth,
+                                 batch_size=args.batch_size, max_length=args.max_length)
     passages = fetch_passages(args.passages, {pid for row in ranked for pid in row})
     mined = mine_hard_negatives(records, ranked, passages, args.num, match=args.match)
     write_training_records(args.out, mined)

@@ -16,7 +16,7 @@ HELP = "plot question/passage embeddings (PCA) or a run's training curves (PNG)"
 
 
 def add_arguments(parser) -> None:
-    from dpr_jax.commands.encode import add_model_arguments
+    from dpr_jax.commands.common import add_model_arguments
 
     sub = parser.add_subparsers(dest="what", metavar="WHAT", required=True)
     emb = sub.add_parser("embeddings", help="questions and passages in the PCA plane of the model's vectors")
@@ -43,13 +43,13 @@ def run(args) -> int:
     if args.what == "training":
         plots.plot_training(args.workdir, args.out, title=args.title)
     else:
-        from dpr_jax.commands.encode import load_from_args
+        from dpr_jax.commands.common import load_model_from_args
 
         if args.others < 0:
             from dpr_jax.errors import DprJaxError
 
             raise DprJaxError("--others must be >= 0")
-        loaded = load_from_args(args)
+        loaded = load_model_from_args(args)
         plots.plot_embeddings(loaded, args.questions, args.passages, args.out, sample=args.sample,
                               others=args.others, max_length=args.max_length, batch_size=args.batch_size,
                               seed=args.seed, title=args.title)

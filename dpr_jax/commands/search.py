@@ -10,7 +10,7 @@ Example:
       --questions eval.jsonl --passages passages.jsonl --k 100 --out dense.json
 """
 
-from dpr_jax.commands.encode import add_model_arguments, load_from_args
+from dpr_jax.commands.common import add_model_arguments, load_model_from_args
 
 HELP = "retrieve top-k passages for questions from a dense index"
 
@@ -38,7 +38,7 @@ def run(args) -> int:
     from dpr_jax.index.store import read_meta
 
     questions = read_questions(args.questions, qrels=args.qrels)
-    loaded = load_from_args(args)
+    loaded = load_model_from_args(args)
     entries = search_questions(loaded, args.index, questions, args.k, batch_size=args.batch_size,
                                max_length=args.max_length)
     if args.trec:

@@ -17,110 +17,21 @@ Formats (``fmt``; detected from the extension and the first record when ``None``
 A passage needs a non-empty id and a string ``text``; an empty text is accepted only when the title
 is not empty (some BEIR corpora have title-only documents).
 
-This module also holds the small helpers the other readers share: :func:`iter_text_lines` and
-:func:`read_text` (gzip-aware; UTF-8 decoded line by line so a bad byte is located) and
-:class:`Problem` (a located, non-fatal problem collected when validating instead of failing).
+Line reading, TSV rows and :class:`~dpr_jax.data.textfiles.Problem` come from
+:mod:`dpr_jax.data.textfiles`, the layer all three readers share.
 """
 
 from __future__ import annotations
 
-import csv
-import dataclasses
-import gzip
 import json
-import sys
-from pathlib import Path
 from typing import Iterator
 
 from dpr_jax.data.records import Passage
+from dpr_jax.data.textfiles import Problem, base_suffix, first_nonblank_line, iter_text_lines, iter_tsv_rows
 from dpr_jax.errors import InputError
 
 PASSAGE_FORMATS = ("tsv", "jsonl", "beir")
 _TSV_DEFAULT_COLUMNS = ("id", "text", "title")
-
-# DPR raises the csv field limit the same way: Wikipedia blocks can exceed the 128 KiB default.
-csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-
-
-@dataclasses.dataclass(frozen=True)
-class Problem:
-    """A located problem found while reading, kept instead of raised when validating or skipping."""
-
-    source: str  # "file:line"
-    reason: str
-
-    @classmethod
-    def from_error(cls, err: InputError) -> "Problem":
-        source = err.path if err.line is None else f"{err.path}:{err.line}"
-        reason = f"field '{err.field}': {err.reason}" if err.field else err.reason
-        return cls(source, reason)
-
-    def __str__(self) -> str:
-        return f"{self.source}: {self.reason}"
-
-
-def base_suffix(path) -> str:
-    """The file's extension ignoring a trailing ``.gz`` (``corpus.jsonl.gz`` -> ``.jsonl``)."""
-    p = Path(path)
-    if p.suffix == ".gz":
-        p = p.with_suffix("")
-    return p.suffix.lower()
-
-
-def _open_binary(path):
-    """Open a file (gunzipping ``.gz``) for binary reading; a missing file becomes an InputError."""
-    path = Path(path)
-    try:
-        return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
-    except FileNotFoundError:
-        raise InputError(path, "file not found") from None
-    except IsADirectoryError:
-        raise InputError(path, "is a directory, expected a file") from None
-    except OSError as e:
-        raise InputError(path, f"cannot open: {e.strerror or e}") from None
-
-
-def iter_text_lines(path) -> Iterator[str]:
-    """Yield the UTF-8 lines of a (possibly gzipped) file, line endings kept, decoding line by line.
-
-    Decoding each line separately (instead of a text-mode file's 8 KiB chunks) lets a bad byte be
-    reported on its own line; a corrupt gzip stream is reported after the last good line.
-    """
-    lineno = 0
-    with _open_binary(path) as f:
-        while True:
-            try:
-                raw = f.readline()
-            except (OSError, EOFError, gzip.BadGzipFile) as e:
-                raise InputError(path, f"cannot read after line {lineno}: {e}") from None
-            if not raw:
-                return
-            lineno += 1
-            try:
-                yield raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise InputError(path, f"not UTF-8 text ({e.reason} at byte {e.start})", line=lineno) from None
-
-
-def read_text(path) -> str:
-    """The whole (possibly gzipped) file as a string; a bad byte is reported with its line."""
-    with _open_binary(path) as f:
-        try:
-            data = f.read()
-        except (OSError, EOFError, gzip.BadGzipFile) as e:
-            raise InputError(path, f"cannot read: {e}") from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise InputError(path, f"not UTF-8 text ({e.reason})", line=data.count(b"\n", 0, e.start) + 1) from None
-
-
-def first_nonblank_line(path) -> str:
-    """The first line with content (stripped), or ``""`` for an empty file; used for format sniffing."""
-    for line in iter_text_lines(path):
-        if line.strip():
-            return line.strip()
-    return ""
 
 
 def detect_passage_format(path) -> str:
@@ -139,28 +50,6 @@ def detect_passage_format(path) -> str:
         return "tsv"
     raise InputError(path, "cannot tell the passage format from the extension or the first line; "
                            f"pass fmt= one of {', '.join(PASSAGE_FORMATS)}")
-
-
-def count_lines(path) -> int:
-    """Number of lines in the (possibly gzipped) file, counting a last line without newline.
-
-    Fast (binary chunks, no decoding); meant for progress-bar totals. For a TSV with a header the
-    number of passages is one less.
-    """
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    n = 0
-    last = b"\n"
-    try:
-        with opener(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                n += chunk.count(b"\n")
-                last = chunk[-1:]
-    except FileNotFoundError:
-        raise InputError(path, "file not found") from None
-    except (OSError, EOFError) as e:
-        raise InputError(path, f"cannot read: {e}") from None
-    return n + (last != b"\n")
 
 
 def read_passages(path, *, fmt: str | None = None, problems: list | None = None,
@@ -236,25 +125,6 @@ def _json_records(path, *, id_key: str):
                                            id_field=id_key)
 
 
-def iter_tsv_rows(path) -> Iterator[tuple[int, list[str]]]:
-    """``(first line, fields)`` of each non-blank row of a tab-separated file (DPR's csv quoting).
-
-    A quoted field may span several lines; the line reported is where the row starts.
-    """
-    reader = csv.reader(iter_text_lines(path), delimiter="\t")
-    prev_end = 0
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as e:
-            raise InputError(path, f"malformed TSV: {e}", line=reader.line_num) from None
-        line, prev_end = prev_end + 1, reader.line_num
-        if row and not (len(row) == 1 and not row[0].strip()):
-            yield line, row
-
-
 def _tsv_records(path):
     columns = None
     for line, row in iter_tsv_rows(path):
@@ -275,5 +145,4 @@ def _tsv_records(path):
                                          id_field="id")
 
 
-__all__ = ["PASSAGE_FORMATS", "Problem", "base_suffix", "count_lines", "detect_passage_format",
-           "first_nonblank_line", "iter_text_lines", "load_passages", "read_passages", "read_text"]
+__all__ = ["PASSAGE_FORMATS", "detect_passage_format", "load_passages", "read_passages"]

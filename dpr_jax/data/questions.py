@@ -25,9 +25,10 @@ import json
 import logging
 from typing import Iterator
 
-from dpr_jax.data.passages import Problem, base_suffix, first_nonblank_line, iter_text_lines, iter_tsv_rows
 from dpr_jax.data.records import Question
-from dpr_jax.data.training_data import CTX_ID_KEYS, iter_json_records, parse_answers
+from dpr_jax.data.textfiles import (Problem, base_suffix, first_nonblank_line, iter_json_records, iter_text_lines,
+                                    iter_tsv_rows)
+from dpr_jax.data.training_data import CTX_ID_KEYS, parse_answers
 from dpr_jax.errors import InputError
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ absent (empty), but when present must be a list of strings.
 
 Every record carries ``source = "file:line"`` (for a JSON array, the line where the record's ``{``
 is), and every problem found - no positive, empty question, missing field, empty ctx text,
-non-list answers... - is a :class:`~dpr_jax.data.passages.Problem` at that place. With
+non-list answers... - is a :class:`~dpr_jax.data.textfiles.Problem` at that place. With
 ``on_error="fail"`` the first one raises :class:`~dpr_jax.errors.InputError`; with ``"skip"`` the
 bad records are dropped, returned, and summarised in a logged warning: never a silent drop.
 """
@@ -23,10 +23,10 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
-from dpr_jax.data.passages import Problem, iter_text_lines, read_text
 from dpr_jax.data.records import Passage, TrainRecord
+from dpr_jax.data.textfiles import Problem, iter_json_records
 from dpr_jax.errors import InputError
 from dpr_jax.io_utils import atomic_open
 
@@ -34,80 +34,6 @@ log = logging.getLogger(__name__)
 
 CTX_ID_KEYS = ("passage_id", "id", "psg_id")
 _CTX_LISTS = (("positive_ctxs", True), ("negative_ctxs", False), ("hard_negative_ctxs", False))
-
-
-def _is_json_array(path) -> bool:
-    """True when the file's first non-whitespace character is ``[`` (one JSON array)."""
-    for line in iter_text_lines(path):
-        if line.strip():
-            return line.lstrip().startswith("[")
-    return False
-
-
-def iter_json_records(path) -> Iterator[tuple[int, object]]:
-    """Yield ``(line, value)`` for each record of a JSON-array or JSON-lines file.
-
-    ``line`` is 1-based: the record's line in JSONL, the line where the element starts in a JSON
-    array. A JSONL line that is not valid JSON is yielded as an :class:`InputError` (the caller
-    decides whether to stop); a broken JSON array raises, since nothing after the break can be
-    trusted. Blank JSONL lines are skipped.
-    """
-    if _is_json_array(path):
-        yield from _iter_json_array(path)
-    else:
-        yield from _iter_json_lines(path)
-
-
-def _iter_json_lines(path) -> Iterator[tuple[int, object]]:
-    for lineno, line in enumerate(iter_text_lines(path), start=1):
-        if not line.strip():
-            continue
-        try:
-            yield lineno, json.loads(line)
-        except json.JSONDecodeError as e:
-            yield lineno, InputError(path, f"malformed JSON: {e.msg} (column {e.colno})", line=lineno)
-
-
-def _iter_json_array(path) -> Iterator[tuple[int, object]]:
-    """Decode a JSON array element by element with ``raw_decode`` to know where each one starts."""
-    text = read_text(path)
-    decoder = json.JSONDecoder()
-    n = len(text)
-
-    def skip_ws(i: int) -> int:
-        while i < n and text[i] in " \t\r\n":
-            i += 1
-        return i
-
-    def error(i: int, msg: str) -> InputError:
-        return InputError(path, f"malformed JSON array: {msg}", line=text.count("\n", 0, i) + 1)
-
-    pos = skip_ws(0) + 1  # just after "["
-    line, line_pos = 1, 0  # line number of text[line_pos], advanced incrementally
-    pos = skip_ws(pos)
-    if pos < n and text[pos] == "]":
-        if skip_ws(pos + 1) != n:
-            raise error(pos + 1, "unexpected content after the closing ']'")
-        return
-    while True:
-        if pos >= n:
-            raise error(pos, "unexpected end of file (missing ']')")
-        try:
-            obj, end = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as e:
-            raise InputError(path, f"malformed JSON: {e.msg} (column {e.colno})", line=e.lineno) from None
-        line += text.count("\n", line_pos, pos)
-        line_pos = pos
-        yield line, obj
-        pos = skip_ws(end)
-        if pos < n and text[pos] == ",":
-            pos = skip_ws(pos + 1)
-            continue
-        if pos < n and text[pos] == "]":
-            if skip_ws(pos + 1) != n:
-                raise error(pos + 1, "unexpected content after the closing ']'")
-            return
-        raise error(pos, "expected ',' or ']' after an element")
 
 
 def parse_ctx(path, line: int, ctx, field: str) -> Passage:
@@ -236,5 +162,5 @@ def write_training_records(path, records: Iterable[TrainRecord], *, ids: Iterabl
     return n
 
 
-__all__ = ["CTX_ID_KEYS", "Problem", "ctx_to_dict", "iter_json_records", "parse_answers", "parse_ctx",
+__all__ = ["CTX_ID_KEYS", "ctx_to_dict", "parse_answers", "parse_ctx",
            "parse_training_record", "read_training_records", "train_record_to_dict", "write_training_records"]

@@ -99,7 +99,8 @@ class BM25Index:
         import bm25s
         from tqdm import tqdm
 
-        from dpr_jax.data.passages import count_lines, read_passages
+        from dpr_jax.data.passages import read_passages
+        from dpr_jax.data.textfiles import count_lines
 
         settings = BM25Settings(k1=float(k1), b=float(b), stemmer=stemmer, stopwords=stopwords)
         source = file_fingerprint(passages_path)

@@ -22,17 +22,16 @@ from typing import Callable, Iterable, Sequence
 
 import jax
 import numpy as np
-from flax import nnx
 from tqdm.auto import tqdm
 
-from dpr_jax.data.passages import count_lines, detect_passage_format, read_passages
+from dpr_jax.data.passages import detect_passage_format, read_passages
+from dpr_jax.data.textfiles import count_lines
 from dpr_jax.errors import DprJaxError
 from dpr_jax.index import store
 from dpr_jax.io_utils import write_json
-from dpr_jax.mesh import data_sharding, make_local_mesh, replicate
+from dpr_jax.mesh import data_sharding, make_local_mesh, replicate, round_up_to_devices
+from dpr_jax.models.functional import SIDES, FunctionalModel
 from dpr_jax.models.tokenizer import passage_inputs
-
-SIDES = ("question", "passage")
 
 
 def bucket_length(longest: int, max_length: int) -> int:
@@ -43,11 +42,6 @@ def bucket_length(longest: int, max_length: int) -> int:
     """
     step = 32 if longest <= 128 else 64
     return min(-(-longest // step) * step, max(max_length, longest))
-
-
-def _apply(graphdef, side, state, batch):
-    model = nnx.merge(graphdef, state)
-    return model.tower(side)(batch)
 
 
 class TextEncoder:
@@ -62,12 +56,12 @@ class TextEncoder:
         if self.batch_size < 1:
             raise DprJaxError("batch size must be at least 1")
         # the global batch is padded to a multiple of the device count so every device gets rows
-        self.global_batch = -(-self.batch_size // self.num_devices) * self.num_devices
+        self.global_batch = round_up_to_devices(self.batch_size, self.mesh)
         self.max_length = int(max_length)
-        graphdef, state = nnx.split(loaded.model)
-        self.state = replicate(state, self.mesh)
+        fmodel, params = FunctionalModel.split(loaded.model)
+        self.params = replicate(params, self.mesh)
         self._in_sharding = data_sharding(self.mesh)
-        self._fns = {side: jax.jit(functools.partial(_apply, graphdef, side)) for side in SIDES}
+        self._fns = {side: jax.jit(functools.partial(fmodel.encode, side=side)) for side in SIDES}
 
     @property
     def dim(self) -> int:
@@ -96,7 +90,7 @@ class TextEncoder:
             arrays = self.tokenizer.pad(batch_encs, pad_to=length)
             if len(rows) < self.global_batch:  # pad the last batch with empty rows (one shape per bucket)
                 arrays = {k: np.pad(v, ((0, self.global_batch - len(rows)), (0, 0))) for k, v in arrays.items()}
-            result = fn(self.state, jax.device_put(arrays, self._in_sharding))
+            result = fn(self.params, batch=jax.device_put(arrays, self._in_sharding))
             if pending is not None:
                 self._collect(out, *pending, progress)
             pending = (rows, result)

@@ -1,4 +1,8 @@
-"""Dense retrieval end to end: encode questions, search an index exactly, return ranked passage ids."""
+"""Dense retrieval end to end: encode questions, search an index exactly, return ranked passage ids.
+
+Functions here take a loaded model (:class:`~dpr_jax.models.loading.LoadedModel`); turning a model
+spec into one is the caller's business (the commands do it with their shared ``--model`` options).
+"""
 
 from __future__ import annotations
 
@@ -17,14 +21,6 @@ from dpr_jax.mesh import make_local_mesh
 from dpr_jax.index.store import open_index
 
 
-def _as_loaded(model, dtype=None):
-    if isinstance(model, str):
-        from dpr_jax.models.loading import load_model
-
-        return load_model(model, dtype=dtype)
-    return model
-
-
 def encode_question_texts(loaded, texts: Sequence[str], *, batch_size: int = 128, max_length: int = 64,
                           progress: bool = True) -> np.ndarray:
     """float32 question vectors with a progress bar."""
@@ -33,11 +29,10 @@ def encode_question_texts(loaded, texts: Sequence[str], *, batch_size: int = 128
         return encoder.encode_questions(texts, progress=bar.update)
 
 
-def dense_search(model, index_dir, questions: Sequence[str], k: int, *, batch_size: int = 128,
-                 max_length: int = 64, chunk_rows: int = 262_144, progress: bool = True,
-                 dtype: str | None = None) -> tuple[list[list[str]], np.ndarray]:
-    """Top-``k`` passage ids and scores for each question (``model``: a spec string or a LoadedModel)."""
-    loaded = _as_loaded(model, dtype)
+def dense_search(loaded, index_dir, questions: Sequence[str], k: int, *, batch_size: int = 128,
+                 max_length: int = 64, chunk_rows: int = 262_144,
+                 progress: bool = True) -> tuple[list[list[str]], np.ndarray]:
+    """Top-``k`` passage ids and scores for each question, with a loaded model."""
     index = open_index(index_dir)
     if index.dim != loaded.model.dim:
         raise DprJaxError(f"{index_dir} holds {index.dim}-d vectors but the model makes {loaded.model.dim}-d ones")
@@ -51,9 +46,9 @@ def dense_search(model, index_dir, questions: Sequence[str], k: int, *, batch_si
     return ids, scores
 
 
-def search_questions(model, index_dir, questions: Sequence[Question], k: int, **kwargs) -> list[RunEntry]:
+def search_questions(loaded, index_dir, questions: Sequence[Question], k: int, **kwargs) -> list[RunEntry]:
     """A run (one :class:`RunEntry` per question, hits best first) without passage text yet."""
-    ids, scores = dense_search(model, index_dir, [q.question for q in questions], k, **kwargs)
+    ids, scores = dense_search(loaded, index_dir, [q.question for q in questions], k, **kwargs)
     return [
         RunEntry(q, [Hit(pid, float(s)) for pid, s in zip(row_ids, row_scores)])
         for q, row_ids, row_scores in zip(questions, ids, scores)

@@ -228,7 +228,8 @@ def fetch_passages(passages_path, ids: Iterable[str], desc: str = "Reading passa
     """
     from tqdm import tqdm
 
-    from dpr_jax.data.passages import count_lines, read_passages
+    from dpr_jax.data.passages import read_passages
+    from dpr_jax.data.textfiles import count_lines
 
     wanted = set(ids)
     found: dict[str, Passage] = {}

@@ -24,8 +24,10 @@ from pathlib import Path
 from flax import nnx
 
 from dpr_jax.errors import DprJaxError
+from dpr_jax.models import run_dir
 from dpr_jax.models.config import BertConfig, EncoderConfig
 from dpr_jax.models.dual_encoder import DualEncoder
+from dpr_jax.models.functional import FunctionalModel
 from dpr_jax.models.hf_weights import load_tower_weights, read_state_dict
 from dpr_jax.models.tokenizer import TextTokenizer
 
@@ -124,9 +126,7 @@ def load_model(spec: str, *, pooling: str | None = None, normalize: bool | None 
     """Load a dual encoder from any supported spec (see the module docstring)."""
     path = Path(str(spec)).expanduser()
     if path.is_dir():
-        if (path / "checkpoints").is_dir():  # a training workdir: its layout belongs to dpr_jax.train
-            from dpr_jax.train.run_dir import load_run_model
-
+        if run_dir.has_checkpoint_dir(path):  # a training workdir
             loaded = load_run_model(path, step=step)
             if dtype is not None and dtype != loaded.encoder_config.dtype:
                 loaded = _with_dtype(loaded, dtype)
@@ -144,6 +144,34 @@ def load_model(spec: str, *, pooling: str | None = None, normalize: bool | None 
     if not shared:
         load_tower_weights(model.passage, state, str(model_dir))
     return LoadedModel(model, TextTokenizer.from_dir(model_dir), bert_config, enc, shared, str(spec))
+
+
+def load_run_model(path, step: int | None = None) -> LoadedModel:
+    """The dual encoder of run directory ``path`` with the parameters of checkpoint ``step`` (latest if None).
+
+    The architecture comes from ``model.json`` and is built abstractly (shapes only, no
+    initialisation); the checkpoint supplies every parameter. Works on a run in progress.
+    """
+    import jax
+
+    from dpr_jax.checkpoint import Checkpointer
+
+    path = Path(path)
+    desc = run_dir.read_model_description(path)
+    abstract = nnx.eval_shape(lambda: DualEncoder(desc["bert_config"], desc["encoder_config"], shared=desc["shared"],
+                                                  rngs=nnx.Rngs(0)))
+    fmodel, params_target = FunctionalModel.split(abstract)
+    if fmodel.has_extra_state():
+        raise DprJaxError(f"{path}: the model has state besides its parameters, which checkpoints do not hold")
+    checkpointer = Checkpointer(run_dir.checkpoint_dir(path), read_only=True)
+    try:
+        params, _ = checkpointer.restore_params(step, params_target,
+                                                jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
+    finally:
+        checkpointer.close()
+    tokenizer = TextTokenizer.from_dir(run_dir.tokenizer_dir(path))
+    return LoadedModel(fmodel.module(params), tokenizer, desc["bert_config"], desc["encoder_config"], desc["shared"],
+                       str(path))
 
 
 def _load_two_towers(path: Path, pooling, normalize, projection_dim, dtype, seed) -> LoadedModel:
@@ -168,12 +196,16 @@ def _with_dtype(loaded: LoadedModel, dtype: str) -> LoadedModel:
 
 
 def init_random_model(bert_config: BertConfig, encoder_config: EncoderConfig, tokenizer: "str | Path | TextTokenizer",
-                      shared: bool = False, seed: int = 0) -> LoadedModel:
-    """A randomly initialised dual encoder (BERT's N(0, 0.02) init); ``tokenizer`` is a spec or a loaded one."""
-    source = tokenizer if not isinstance(tokenizer, TextTokenizer) else "tokenizer"
+                      shared: bool = False, seed: int = 0, source: str | None = None) -> LoadedModel:
+    """A randomly initialised dual encoder (BERT's N(0, 0.02) init); ``tokenizer`` is a spec or a loaded one.
+
+    ``source`` names where it came from in index metadata (default ``random:<tokenizer spec>``).
+    """
     if not isinstance(tokenizer, TextTokenizer):
+        source = source or f"random:{tokenizer}"
         tokenizer = TextTokenizer.from_dir(resolve_model_dir(str(tokenizer)))
     if len(tokenizer.hf) > bert_config.vocab_size:
-        raise DprJaxError(f"tokenizer has {len(tokenizer.hf)} tokens but vocab_size is {bert_config.vocab_size}")
+        raise DprJaxError(f"vocab_size {bert_config.vocab_size} is smaller than the tokenizer's "
+                          f"{len(tokenizer.hf)} tokens (model.bert.vocab_size in a training config)")
     model = DualEncoder(bert_config, encoder_config, shared=shared, rngs=nnx.Rngs(seed))
-    return LoadedModel(model, tokenizer, bert_config, encoder_config, shared, f"random:{source}")
+    return LoadedModel(model, tokenizer, bert_config, encoder_config, shared, source or "random:tokenizer")

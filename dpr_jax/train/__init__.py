@@ -6,9 +6,13 @@
   passage vectors, gradients through the gather) and the optimizer update;
 - :mod:`~dpr_jax.train.gradcache`: the same gradient in bounded activation memory;
 - :mod:`~dpr_jax.train.optim`: AdamW with DPR's warm-up/decay schedule, clipping, decay mask;
-- :mod:`~dpr_jax.train.checkpoint`, :mod:`~dpr_jax.train.run_dir`: orbax checkpoints and the run
-  directory, from which :func:`~dpr_jax.train.run_dir.load_run_model` rebuilds the model;
-- :mod:`~dpr_jax.train.config`: config files and ``--config.key=value`` overrides;
+- :mod:`~dpr_jax.train.config`: config files and ``--config.key=value`` overrides (the only place
+  config values are parsed);
+- :mod:`~dpr_jax.train.setup`: a config turned into data, initial model, batches, optimizer, step
+  options and evaluator;
 - :mod:`~dpr_jax.train.evaluation`: retrieval accuracy on a held-out set during training;
 - :mod:`~dpr_jax.train.loop`: the loop ``dpr-jax train`` runs (resume, logging, SIGTERM, NaN stop).
+
+Checkpoints (:mod:`dpr_jax.checkpoint`) and the run directory's layout (:mod:`dpr_jax.models.run_dir`)
+live outside this package: inference reads them too.
 """

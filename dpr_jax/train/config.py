@@ -211,6 +211,26 @@ def load_config(path, overrides: Sequence[str] = ()) -> ml_collections.ConfigDic
     return config
 
 
+def auto_bool(value) -> bool | None:
+    """An ``"auto"``/``"true"``/``"false"`` key as None/True/False (the only parser of such keys).
+
+    Raises ``ValueError`` for anything else (``validate`` turns that into an error naming the key).
+    """
+    text = str(value).strip().lower()
+    if text == "auto":
+        return None
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"expected auto, true or false, got {value!r}")
+
+
+def auto_value(value):
+    """An ``"auto"``-or-value key as None (auto) or the value itself."""
+    return None if str(value).strip().lower() == "auto" else value
+
+
 def validate(c: ml_collections.ConfigDict) -> None:
     """Reject values that cannot work, with the key in the message."""
     def need(ok: bool, key: str, why: str):
@@ -219,7 +239,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
 
     need(c.model.init in ("pretrained", "random"), "model.init", "must be 'pretrained' or 'random'")
     need(c.model.pooling in ("auto", "cls", "mean"), "model.pooling", "must be auto, cls or mean")
-    need(str(c.model.normalize).lower() in ("auto", *_TRUE, *_FALSE), "model.normalize", "must be auto, true or false")
+    try:
+        auto_bool(c.model.normalize)
+    except ValueError:
+        need(False, "model.normalize", "must be auto, true or false")
     need(c.model.dtype in ("float32", "bfloat16"), "model.dtype", "must be float32 or bfloat16")
     need(c.data.on_error in ("fail", "skip"), "data.on_error", "must be 'fail' or 'skip'")
     need(c.train.batch_size > 0, "train.batch_size", "must be positive")

@@ -20,7 +20,7 @@ import numpy as np
 
 from dpr_jax.data.records import Passage, Question
 from dpr_jax.distributed import process_slice
-from dpr_jax.mesh import global_batch
+from dpr_jax.mesh import global_batch, round_up_to_devices
 
 
 def _gather(x) -> np.ndarray:
@@ -42,8 +42,7 @@ class RetrievalEvaluator:
         self.top_k = sorted({int(k) for k in top_k})
         self.match = match
         self.mesh = mesh
-        n_dev = mesh.devices.size
-        self.batch_size = -(-int(batch_size) // n_dev) * n_dev
+        self.batch_size = round_up_to_devices(batch_size, mesh)
         self._q_inputs = tokenizer.questions([q.question for q in self.questions], question_max_length,
                                              pad_to=question_max_length)
         self._p_inputs = tokenizer.passages([p.title for p in self.passages], [p.text for p in self.passages],

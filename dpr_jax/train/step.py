@@ -1,8 +1,7 @@
 """The sharded training step: every question against every passage of the global batch, on any mesh.
 
-The model is used in functional form: ``graphdef, params, rest = nnx.split(model, nnx.Param, ...)``
-once, then each step merges ``params`` (a pure dict of float32 arrays, replicated) back into a
-module inside ``jit``. The gradient is computed under :func:`jax.shard_map` over the data axis of
+The model is used in functional form (:class:`~dpr_jax.models.functional.FunctionalModel`): its
+parameters are a pure dict of float32 arrays, replicated, merged back into a module inside ``jit``. The gradient is computed under :func:`jax.shard_map` over the data axis of
 :mod:`dpr_jax.mesh` with explicit collectives:
 
 1. each device encodes its own questions and its own passages (its shard of the global batch);
@@ -27,16 +26,16 @@ loop stops with an error when it sees one.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import optax
-from flax import nnx
 from jax.flatten_util import ravel_pytree
 from jax.sharding import PartitionSpec as P
 
 from dpr_jax.mesh import DATA_AXIS, replicated
+from dpr_jax.models.functional import FunctionalModel
 from dpr_jax.train.gradcache import gradcache_grads
 from dpr_jax.train.loss import in_batch_losses
 
@@ -55,31 +54,6 @@ class StepOptions:
     question_chunk: int = 0  # GradCache questions per chunk per device (0: all local questions)
     passage_chunk: int = 0  # GradCache passages per chunk per device (0: all local passages)
     nan_at_step: int = -1  # testing aid: make this step's loss and gradients NaN
-
-
-@dataclasses.dataclass(frozen=True)
-class FunctionalModel:
-    """A dual encoder split into its static graph, its float32 parameters and the rest of its state."""
-
-    graphdef: Any
-    rest: Any
-
-    @classmethod
-    def split(cls, model: nnx.Module) -> tuple["FunctionalModel", dict]:
-        """``(functional model, params as a pure dict)``."""
-        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-        return cls(graphdef, rest), nnx.to_pure_dict(params)
-
-    def module(self, params: dict) -> nnx.Module:
-        return nnx.merge(self.graphdef, params, self.rest)
-
-    def encode(self, params: dict, side: str, batch: dict, key: jax.Array | None = None) -> jax.Array:
-        """``side`` is ``"question"`` or ``"passage"``; dropout is on iff ``key`` is given."""
-        model = self.module(params)
-        rngs = None if key is None else nnx.Rngs(dropout=key)
-        if side == "question":
-            return model.encode_questions(batch, rngs=rngs)
-        return model.encode_passages(batch, rngs=rngs)
 
 
 def _flatten_groups(passages: dict) -> dict:

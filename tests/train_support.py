@@ -1,6 +1,6 @@
 """Shared pieces of the trainer tests: synthetic DPR training data, a tiny config, CLI runs.
 
-The other ``test_train_*`` modules import from here (pytest puts ``tests/`` on ``sys.path``). The data
+A helper module, not a test module: the ``test_train_*`` modules import from here (pytest puts ``tests/`` on ``sys.path``). The data
 is small but real DPR retriever JSON lines: questions made of words of their positive passage,
 several questions sharing one positive (so false negatives occur in batches), and records with
 hard negatives, with only plain negatives, and with none (the three fallback paths).
@@ -119,19 +119,8 @@ def final_params(workdir, step: int | None = None) -> dict:
     import jax
     from flax import nnx
 
-    from dpr_jax.train.run_dir import load_run_model
+    from dpr_jax.models.loading import load_run_model
 
     loaded = load_run_model(workdir, step=step)
     flat = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(nnx.state(loaded.model, nnx.Param)))[0]
     return {jax.tree_util.keystr(k): np.asarray(v) for k, v in flat}
-
-
-def test_synthetic_records_are_valid_dpr_training_data(tmp_path):
-    from dpr_jax.data.training_data import read_training_records
-
-    path = write_synthetic_training(tmp_path / "train.jsonl", n=12, n_passages=5)
-    records, problems = read_training_records(path)
-    assert not problems and len(records) == 12
-    assert records[0].positives[0].id == records[5].positives[0].id == "p0"  # shared positives
-    assert [len(r.hard_negatives) for r in records[:3]] == [2, 0, 0]
-    assert [len(r.negatives) for r in records[:3]] == [0, 1, 0]

@@ -1,6 +1,9 @@
-"""Training checkpoints with orbax: parameters, optimizer state and where the run is.
+"""Checkpoints with orbax: parameters, optimizer state and where the run is.
 
-A checkpoint of step ``s`` is ``DIR/checkpoints/s/`` with three items:
+Infrastructure like :mod:`dpr_jax.mesh`: the trainer writes checkpoints, and inference (loading a run
+directory as a model, ``export``) reads them, so this module belongs to neither. A checkpoint of step
+``s`` is ``DIR/s/`` (``DIR`` is a run's ``checkpoints/``, see :mod:`dpr_jax.models.run_dir`) with three
+items:
 
 - ``params``: the model parameters (a pure nested dict of float32 arrays);
 - ``opt_state``: the optax state (Adam moments, step counts);
@@ -36,6 +39,17 @@ def abstract_like(tree, sharding=None):
     return jax.tree.map(leaf, tree)
 
 
+def pick_step(directory, steps: list[int], step: int | None) -> int:
+    """``step`` if it is one of ``steps`` (the latest when None); a clear error when it is not."""
+    if not steps:
+        raise DprJaxError(f"{directory}: no checkpoints")
+    if step is None:
+        return steps[-1]
+    if step not in steps:
+        raise DprJaxError(f"{directory}: no checkpoint of step {step} (have {', '.join(map(str, steps))})")
+    return step
+
+
 class Checkpointer:
     """An orbax ``CheckpointManager`` over ``DIR`` with the three items above."""
 
@@ -69,14 +83,7 @@ class Checkpointer:
             meta=ocp.args.JsonSave(meta)), force=True)
 
     def _check_step(self, step: int | None) -> int:
-        steps = self.steps()
-        if not steps:
-            raise DprJaxError(f"{self.directory}: no checkpoints")
-        if step is None:
-            return steps[-1]
-        if step not in steps:
-            raise DprJaxError(f"{self.directory}: no checkpoint of step {step} (have {', '.join(map(str, steps))})")
-        return step
+        return pick_step(self.directory, self.steps(), step)
 
     def restore(self, step: int | None, params_target, opt_state_target) -> tuple[dict, object, dict]:
         """``(params, opt_state, meta)`` of ``step`` (latest if None), placed like the targets."""

@@ -1,0 +1,28 @@
+"""Argument groups several subcommands share, so every model-taking command loads models one way.
+
+Each ``dpr-jax`` command that takes a model (``encode``, ``search``, ``mine``, ``plot embeddings``)
+adds :func:`add_model_arguments` and loads with :func:`load_model_from_args`: the same ``--model``
+spec forms (Hugging Face directory or hub name, dpr-jax run directory, export), ``--step`` for a
+run's checkpoint, ``--pooling`` and ``--compute-dtype`` overrides, and the batch/length options.
+"""
+
+from __future__ import annotations
+
+
+def add_model_arguments(parser, default_max_length: int, *, required: bool = True,
+                        model_help: str | None = None) -> None:
+    """--model and the options that say how to load and run it."""
+    parser.add_argument("--model", required=required,
+                        help=model_help or "Hugging Face directory or hub name, a dpr-jax run directory, or an export")
+    parser.add_argument("--step", type=int, help="checkpoint step of a run directory (default: latest)")
+    parser.add_argument("--pooling", choices=["cls", "mean"], help="override the model's pooling")
+    parser.add_argument("--compute-dtype", choices=["float32", "bfloat16"], help="activation dtype")
+    parser.add_argument("--batch-size", type=int, default=64, help="sequences per batch (split over local devices)")
+    parser.add_argument("--max-length", type=int, default=default_max_length, help="max tokens per sequence")
+
+
+def load_model_from_args(args):
+    """The :class:`~dpr_jax.models.loading.LoadedModel` that the model arguments describe."""
+    from dpr_jax.models.loading import load_model
+
+    return load_model(args.model, pooling=args.pooling, dtype=args.compute_dtype, step=args.step)
