@@ -153,3 +153,23 @@ def test_search_cli_matches_numpy_brute_force(minilm, minilm_dir, corpus, tmp_pa
     # zero-shot MiniLM finds most gold paragraphs of real questions in this small corpus
     hits = sum(e["positive_ids"][0] in [c["id"] for c in e["ctxs"]] for e in run)
     assert hits >= 0.7 * len(run)
+
+
+def test_progress_total_counts_passages_not_the_tsv_header(tmp_path, minilm, monkeypatch):
+    """A DPR TSV's header line is not a passage: the progress bar's total is the number of passages."""
+    import dpr_jax.index.encode as encode_module
+
+    tsv = tmp_path / "psgs.tsv"
+    tsv.write_text("id\ttext\ttitle\n1\tfirst passage\tA\n2\tsecond passage\tB\n3\tthird passage\tC\n")
+    totals = []
+    real_tqdm = encode_module.tqdm
+
+    def recording_tqdm(*args, **kwargs):
+        totals.append(kwargs.get("total"))
+        return real_tqdm(*args, **kwargs)
+
+    monkeypatch.setattr(encode_module, "tqdm", recording_tqdm)
+    summary = encode_corpus(minilm, tsv, tmp_path / "index", block_size=2, batch_size=4, max_length=16,
+                            progress=False)
+    assert summary["count"] == 3
+    assert totals == [3]

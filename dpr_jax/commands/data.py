@@ -97,11 +97,10 @@ def _run_validate(args) -> int:
     if args.kind == "passages":
         from tqdm import tqdm
 
-        from dpr_jax.data.passages import read_passages
-        from dpr_jax.data.textfiles import count_lines
+        from dpr_jax.data.passages import estimate_passage_count, read_passages
 
         n = 0
-        for _ in tqdm(read_passages(args.file, fmt=args.fmt, problems=problems), total=count_lines(args.file),
+        for _ in tqdm(read_passages(args.file, fmt=args.fmt, problems=problems), total=estimate_passage_count(args.file, args.fmt),
                       unit="psg", desc="reading", disable=None, file=sys.stderr):
             n += 1
         print(f"passages: {n}")

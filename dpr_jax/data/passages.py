@@ -27,7 +27,8 @@ import json
 from typing import Iterator
 
 from dpr_jax.data.records import Passage
-from dpr_jax.data.textfiles import Problem, base_suffix, first_nonblank_line, iter_text_lines, iter_tsv_rows
+from dpr_jax.data.textfiles import (Problem, base_suffix, count_lines, first_nonblank_line, iter_text_lines,
+                                    iter_tsv_rows)
 from dpr_jax.errors import InputError
 
 PASSAGE_FORMATS = ("tsv", "jsonl", "beir")
@@ -50,6 +51,26 @@ def detect_passage_format(path) -> str:
         return "tsv"
     raise InputError(path, "cannot tell the passage format from the extension or the first line; "
                            f"pass fmt= one of {', '.join(PASSAGE_FORMATS)}")
+
+
+def _is_tsv_header(row: list[str]) -> bool:
+    """Whether a TSV row names the columns (``id``, ``text`` and optionally ``title``, any order)."""
+    names = [c.strip().lower() for c in row]
+    return {"id", "text"} <= set(names) and set(names) <= set(_TSV_DEFAULT_COLUMNS)
+
+
+def estimate_passage_count(path, fmt: str | None = None) -> int:
+    """The number of passages for a progress-bar total, without parsing the corpus.
+
+    Lines of the file, less a TSV header line. Exact for JSON lines and for TSV without quoted
+    multi-line fields; meant for progress display, never for correctness.
+    """
+    fmt = fmt or detect_passage_format(path)
+    n = count_lines(path)
+    if fmt == "tsv" and n:
+        first = next(iter_tsv_rows(path), (0, []))[1]
+        n -= _is_tsv_header(first)
+    return n
 
 
 def read_passages(path, *, fmt: str | None = None, problems: list | None = None,
@@ -130,7 +151,7 @@ def _tsv_records(path):
     for line, row in iter_tsv_rows(path):
         if columns is None:
             names = [c.strip().lower() for c in row]
-            if {"id", "text"} <= set(names) and set(names) <= set(_TSV_DEFAULT_COLUMNS):
+            if _is_tsv_header(row):
                 if len(set(names)) != len(names):
                     raise InputError(path, f"bad header {row!r}: repeated column name", line=line)
                 columns = names  # a header line naming the columns (DPR's is "id text title")
@@ -145,4 +166,4 @@ def _tsv_records(path):
                                          id_field="id")
 
 
-__all__ = ["PASSAGE_FORMATS", "detect_passage_format", "load_passages", "read_passages"]
+__all__ = ["PASSAGE_FORMATS", "detect_passage_format", "estimate_passage_count", "load_passages", "read_passages"]

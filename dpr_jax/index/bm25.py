@@ -99,8 +99,7 @@ class BM25Index:
         import bm25s
         from tqdm import tqdm
 
-        from dpr_jax.data.passages import read_passages
-        from dpr_jax.data.textfiles import count_lines
+        from dpr_jax.data.passages import estimate_passage_count, read_passages
 
         settings = BM25Settings(k1=float(k1), b=float(b), stemmer=stemmer, stopwords=stopwords)
         source = file_fingerprint(passages_path)
@@ -108,7 +107,7 @@ class BM25Index:
         ids: list[str] = []
 
         def texts() -> Iterator[str]:
-            for p in tqdm(read_passages(passages_path), total=count_lines(passages_path),
+            for p in tqdm(read_passages(passages_path), total=estimate_passage_count(passages_path),
                           desc="BM25: tokenizing passages", unit="psg", disable=not show_progress):
                 ids.append(p.id)
                 yield _passage_text(p)

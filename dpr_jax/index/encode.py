@@ -24,8 +24,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from dpr_jax.data.passages import detect_passage_format, read_passages
-from dpr_jax.data.textfiles import count_lines
+from dpr_jax.data.passages import estimate_passage_count, read_passages
 from dpr_jax.errors import DprJaxError
 from dpr_jax.index import store
 from dpr_jax.io_utils import write_json
@@ -139,7 +138,7 @@ def encode_corpus(loaded, passages_path, out_dir, *, shard: tuple[int, int] = (0
                 "passages": str(Path(passages_path).resolve())}
     _check_settings(out_dir, settings)
 
-    total = count_lines(passages_path) - (detect_passage_format(passages_path) == "dpr_tsv")
+    total = estimate_passage_count(passages_path)
     bar = tqdm(total=total, unit="psg", desc=f"encode {job}/{num_jobs}", disable=not progress,
                file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
     written, skipped, count = [], [], 0

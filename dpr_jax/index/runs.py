@@ -228,14 +228,13 @@ def fetch_passages(passages_path, ids: Iterable[str], desc: str = "Reading passa
     """
     from tqdm import tqdm
 
-    from dpr_jax.data.passages import read_passages
-    from dpr_jax.data.textfiles import count_lines
+    from dpr_jax.data.passages import estimate_passage_count, read_passages
 
     wanted = set(ids)
     found: dict[str, Passage] = {}
     if not wanted:
         return found
-    total = count_lines(passages_path)
+    total = estimate_passage_count(passages_path)
     passages = read_passages(passages_path, check_duplicates=False)
     for p in tqdm(passages, total=total, desc=desc, unit="psg", leave=False):
         if p.id in wanted:
