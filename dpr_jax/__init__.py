@@ -1,9 +1,22 @@
 """dpr-jax: Dense Passage Retrieval in JAX/Flax.
 
-Stages, data flowing one way: ``data`` (readers, SQuAD prep, batches, negatives) -> ``models``
-(Flax NNX BERT, dual encoder, Hugging Face weights) -> ``train`` (global in-batch loss, sharded
-step, GradCache, checkpoints) -> ``index`` (offline encoding, exact search, BM25, hybrid) ->
-``eval`` (has_answer, metrics). ``cli`` is a thin layer over them.
+Layers, lowest first; a module imports only from its own layer or lower ones (checked by
+``tests/test_architecture.py``, imports inside functions included, and no cycles):
+
+1. infrastructure: ``errors`` (the one user-facing error type), ``io_utils`` (atomic writes),
+   ``settings`` (where shared data lives), ``mesh`` (the one place device meshes and shardings are
+   made), ``distributed`` (multi-process start-up), ``checkpoint`` (orbax, read by training and
+   inference alike);
+2. ``eval``: DPR's ``has_answer`` and retrieval metrics, pure functions over runs;
+3. ``data``: records, the text-file layer (``textfiles``) and the readers on it (passages,
+   questions, training records), SQuAD prep, deterministic training batches, hard-negative mining;
+4. ``models``: Flax NNX BERT, the dual encoder, its functional form (``functional``), tokenizer,
+   Hugging Face weights in and out, the run directory as a model format (``run_dir``), ``loading``
+   (any model spec -> a loaded model) and export;
+5. ``index``: offline encoding into shards, the shard store, exact search, BM25, hybrid, run files;
+6. ``train``: config, set-up, the global in-batch loss, the sharded step, GradCache, optimizer, loop;
+7. ``plots``;
+8. ``commands`` (one module per ``dpr-jax`` subcommand), ``quickstart`` (commands in sequence), ``cli``.
 """
 
 __version__ = "0.1.0"
