@@ -34,6 +34,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -166,6 +167,14 @@ def _serve(argv: list[str]) -> None:
     objects.download = download  # before the server module binds its routes to it
     from gcp_storage_emulator.__main__ import main
 
+    parent = os.getppid()
+
+    def exit_with_parent():  # a test run killed with SIGKILL must not leave its server behind
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(0)
+
+    threading.Thread(target=exit_with_parent, daemon=True).start()
     main(argv)
 
 

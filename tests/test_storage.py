@@ -297,6 +297,7 @@ def test_epath_file_operations_on_gcs(gcs_dir):
     (d / "a.txt").write_text("a")
     (d / "s" / "b.txt").write_text("b")
     assert (d / "a.txt").exists() and (d / "a.txt").is_file() and d.is_dir() and (d / "s").is_dir()
+    assert (d / "a.txt").stat().length == 1
     assert not (d / "nope").exists() and not (d / "nope").is_dir()
     assert sorted(p.name for p in d.iterdir()) == ["a.txt", "s"]
     assert [p.name for p in d.glob("*.txt")] == ["a.txt"]
