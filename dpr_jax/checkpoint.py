@@ -12,7 +12,8 @@ items:
 
 Since the batch of step ``s`` and its dropout key are pure functions of (seed, s), this is all a
 run needs to continue exactly where it stopped. Orbax writes a checkpoint to a temporary directory
-and renames it when complete, so a killed process never leaves a half-written step behind; saves
+and renames it when complete (on ``gs://``, which has no rename, it writes in place and writes a
+``commit_success.txt`` last), so a killed process never leaves a half-written step behind; saves
 are asynchronous (the device-to-host copy happens before :meth:`Checkpointer.save` returns, so the
 next step may reuse the buffers), ``keep`` bounds how many are kept, and every process of a
 multi-host run takes part in each save and restore.

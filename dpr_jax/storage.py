@@ -47,6 +47,23 @@ from dpr_jax.errors import DprJaxError, InputError
 # what dpr-jax installs, tests and configures. Read by etils at each path operation.
 os.environ.setdefault("EPATH_USE_TF", "false")
 
+
+def _no_listing_caches() -> None:
+    """Make every gcsfs instance list objects afresh (fsspec's defaults for new instances).
+
+    gcsfs caches directory listings for the life of an instance and forgets them only on its own
+    writes. Objects written by another process, or through another instance (etils epath, hence
+    orbax, keeps its own), stayed invisible: a checkpoint step or an index shard finished elsewhere
+    would not be seen. A user's explicit ``FSSPEC_GCS`` setting wins.
+    """
+    import fsspec.config
+
+    for protocol in ("gs", "gcs"):
+        fsspec.config.conf.setdefault(protocol, {}).setdefault("use_listings_cache", False)
+
+
+_no_listing_caches()
+
 # The URL schemes etils epath maps to fsspec file systems (etils/epath/gpath.py, _URI_SCHEMES).
 SCHEMES = ("gs", "s3", "az", "hf")
 _FSSPEC_PACKAGE = {"gs": "gcsfs", "s3": "s3fs", "az": "adlfs", "hf": "huggingface_hub"}
@@ -116,18 +133,13 @@ def _filesystem_class(scheme: str, text: str):
 
 
 def filesystem(path):
-    """``(fsspec file system, path inside it)`` for a URL; what the helpers below use directly.
-
-    Listings are not cached (``use_listings_cache=False``): in a multi-host run other processes
-    write objects this one checks for (finished shards, checkpoints), and a cached listing would
-    hide them. (etils epath keeps its own gcsfs instance, with fsspec's default cache.)
-    """
+    """``(fsspec file system, path inside it)`` for a URL; what the helpers below use directly."""
     import fsspec.core
 
     p = as_path(path)
     if not is_remote(p):
         raise ValueError(f"{p}: not a URL")
-    return fsspec.core.url_to_fs(str(p), use_listings_cache=False)
+    return fsspec.core.url_to_fs(str(p))
 
 
 def make_dirs(path):
