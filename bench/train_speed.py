@@ -7,8 +7,8 @@ AdamW (lr 2e-5, weight decay 0.01, gradient clipping at norm 1), a constant lear
 Every batch holds 32 distinct paragraphs (one question per paragraph), so false-negative masking
 has nothing to mask and both losses are the same function.
 
-- dpr-jax: ``make_train_step`` (:mod:`dpr_jax.train.step`) with ``StepOptions(group_size=1,
-  temperature=1/20)``, batches from :class:`dpr_jax.data.batches.TrainBatches` (padded to the
+- dpr-jax: ``make_train_step`` (:mod:`dpr_jax.train.step`) with ``StepOptions(LossOptions(group_size=1,
+  temperature=1/20))``, batches from :class:`dpr_jax.data.batches.TrainBatches` (padded to the
   maximum lengths, as training does), dispatched asynchronously, synchronised at the end of a round.
 - sentence-transformers: a plain PyTorch loop, no Trainer: ``model.preprocess`` (``tokenize`` on
   older versions; pads to the longest sequence of the batch), ``MultipleNegativesRankingLoss``
@@ -104,13 +104,14 @@ class JaxTrainer:
 
         from dpr_jax.train.optim import make_optimizer
         from dpr_jax.models.functional import FunctionalModel
-    from dpr_jax.train.step import StepOptions, init_train_state, make_train_step
+        from dpr_jax.train.loss import LossOptions
+        from dpr_jax.train.step import StepOptions, init_train_state, make_train_step
 
         fmodel, params = FunctionalModel.split(loaded.model)
         params = jax.tree.map(lambda x: jnp.array(x, copy=True), params)  # the step donates its state
         optimizer, schedule = make_optimizer(lr, warmup_steps=0, total_steps=10**9, weight_decay=0.01,
                                              max_grad_norm=1.0)
-        opts = StepOptions(group_size=1, temperature=temperature, dropout=dropout)
+        opts = StepOptions(LossOptions(group_size=1, temperature=temperature), dropout=dropout)
         self.step_fn = make_train_step(fmodel, mesh, optimizer, schedule, opts)
         self.state = init_train_state(params, optimizer, mesh)
         self.batches, self.mesh = batches, mesh

@@ -234,7 +234,7 @@ def test_training_json_array_line_numbers_and_fields(tmp_path):
     assert problems == []
     assert [r.source for r in records] == [f"{f}:{n}" for n in starts] and len(starts) == 3
     assert records[0] == TrainRecord("q1", ("a",), (Passage("1", "gold", "T"),), (Passage("2", "neg", "N"),),
-                                     (Passage("3", "hard", "H"),), source=f"{f}:{starts[0]}")
+                                     (Passage("3", "hard", "H"),), source=f"{f}:{starts[0]}", positive_scores=(3.2,))
 
 
 def test_json_array_edge_cases(tmp_path):
@@ -256,6 +256,9 @@ BAD_RECORDS = [
     (_rec(negative_ctxs=[{"title": "N", "text": ""}]), "field 'negative_ctxs[0]': empty 'text'"),
     (_rec(hard_negative_ctxs=[{"title": "N"}]), "field 'hard_negative_ctxs[0]': missing 'text'"),
     (_rec(negative_ctxs={"text": "x"}), "field 'negative_ctxs': must be a list"),
+    (_rec(hard_negative_ctxs=[{"text": "x", "score": "high"}]), "field 'hard_negative_ctxs[0]': 'score' 'high' is not"),
+    (_rec(hard_negative_ctxs=[{"text": "x", "score": True}]), "field 'hard_negative_ctxs[0]': 'score' must be a number"),
+    (_rec(negative_ctxs=[{"text": "x", "score": "nan"}]), "field 'negative_ctxs[0]': 'score' must be finite"),
 ]
 
 
@@ -294,6 +297,25 @@ def test_write_training_records_roundtrip(tmp_path):
     strip = [r.__class__(r.question, r.answers, r.positives, r.negatives, r.hard_negatives) for r in records]
     assert [a.__class__(a.question, a.answers, a.positives, a.negatives, a.hard_negatives) for a in again] == strip
     assert [p.name for p in out.parent.iterdir()] == ["out.jsonl"]  # no temp file left behind
+
+
+def test_teacher_scores_are_read_and_written_per_ctx(tmp_path):
+    """A ctx's ``score`` (DPR's files, `dpr-jax mine` output) is the teacher score; absent/null -> None."""
+    rec = _rec("q", hard_negative_ctxs=[{"text": "h1", "score": "7.5", "id": "h1"}, {"text": "h2", "id": "h2"},
+                                        {"text": "h3", "score": None, "id": "h3"}, {"text": "h4", "score": -2, "id": "h4"}])
+    records, _ = read_training_records(jsonl(tmp_path / "in.jsonl", [rec]))
+    (r,) = records
+    assert r.positive_scores == (3.2,) and r.negative_scores == ()
+    assert r.hard_negative_scores == (7.5, None, None, -2.0)
+    assert r.scores("negatives") == (None,) and r.scores("hard_negatives") == (7.5, None, None, -2.0)
+    write_training_records(tmp_path / "out.jsonl", records)
+    row = json.loads((tmp_path / "out.jsonl").read_text())
+    assert [c.get("score") for c in row["hard_negative_ctxs"]] == [7.5, None, None, -2.0]
+    assert "score" not in row["hard_negative_ctxs"][1] and "score" not in row["negative_ctxs"][0]
+    assert read_training_records(tmp_path / "out.jsonl")[0][0].hard_negative_scores == r.hard_negative_scores
+    with pytest.raises(ValueError, match="2 positive_scores for 1 positives"):
+        TrainRecord("q", (), (Passage("1", "t"),), positive_scores=(1.0, 2.0))
+    assert TrainRecord("q", (), (Passage("1", "t"),), positive_scores=(None,)) == TrainRecord("q", (), (Passage("1", "t"),))
 
 
 # ----------------------------------------------------------------------------------------------- CLI

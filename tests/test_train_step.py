@@ -1,4 +1,5 @@
-"""The sharded step: same loss and gradients on 8 devices as on 1, GradCache = plain, loss = reference.
+"""The sharded step: same loss and gradients on 8 devices as on 1, GradCache = plain, loss = reference,
+for the contrastive objective and for distillation (KL, MarginMSE) with Matryoshka dimensions.
 
 A small real dual encoder (dpr_jax.models, 1 layer, separate towers) on random token ids; dropout off
 unless a test is about dropout. Gradients are compared leaf by leaf relative to the global gradient
@@ -17,8 +18,8 @@ from flax import nnx
 from dpr_jax.mesh import global_batch, make_mesh, replicate
 from dpr_jax.models.config import BertConfig, EncoderConfig
 from dpr_jax.models.dual_encoder import DualEncoder
-from dpr_jax.train.loss import in_batch_loss
 from dpr_jax.models.functional import FunctionalModel
+from dpr_jax.train.loss import LossOptions, mean_losses
 from dpr_jax.train.step import StepOptions, init_train_state, make_grad_fn, make_train_step
 
 B, G, LQ, LP, VOCAB = 16, 3, 8, 12, 97
@@ -42,20 +43,30 @@ def _tokens(rng, shape):
 def batch():
     rng = np.random.default_rng(1)
     b = {"questions": _tokens(rng, (B, LQ)), "passages": _tokens(rng, (B, G, LP)),
-         "passage_ids": rng.integers(0, 2**31 - 1, (B, G)).astype(np.int32)}
+         "passage_ids": rng.integers(0, 2**31 - 1, (B, G)).astype(np.int32),
+         "teacher_scores": rng.uniform(0, 5, (B, G)).astype(np.float32)}
     # false negatives across device boundaries: q0's positive reappears as q13's hard negative, q9 shares q2's
     for dst, src in (((13, 1), (0, 0)), ((9, 0), (2, 0))):
         for k in ("input_ids", "attention_mask", "token_type_ids"):
             b["passages"][k][dst] = b["passages"][k][src]
         b["passage_ids"][dst] = b["passage_ids"][src]
+    b["gold_ids"] = np.repeat(b["passage_ids"][:, :1], 2, axis=1)
+    b["gold_ids"][4, 1] = b["passage_ids"][11, 0]  # q4's second gold passage is q11's positive
+    b["teacher_scores"][6, 2] = b["teacher_scores"][15, 1] = np.nan  # pool negatives: no teacher score
     return b
 
 
-def _grads(model, batch, devices, **opts):
+def _flat_vectors(model, batch):
+    fmodel, params = model
+    q = np.asarray(fmodel.encode(params, "question", batch["questions"]))
+    p = np.asarray(fmodel.encode(params, "passage", {k: v.reshape(B * G, -1) for k, v in batch["passages"].items()}))
+    return q, p
+
+
+def _grads(model, batch, devices, loss=None, **opts):
     fmodel, params = model
     mesh = make_mesh(devices)
-    fn = jax.jit(make_grad_fn(fmodel, mesh, StepOptions(group_size=G, dropout=False, **opts) if "dropout" not in opts
-                              else StepOptions(group_size=G, **opts)))
+    fn = jax.jit(make_grad_fn(fmodel, mesh, StepOptions(loss or LossOptions(group_size=G), **{"dropout": False, **opts})))
     grads, metrics = fn(replicate(params, mesh), global_batch(batch, mesh), jax.random.PRNGKey(3))
     return jax.tree.map(np.asarray, grads), {k: float(v) for k, v in metrics.items()}
 
@@ -80,13 +91,10 @@ def test_loss_equals_reference_on_the_model_vectors(model, batch, plain_1):
     """The step's loss is the in-batch softmax CE of the vectors the encoder gives (NumPy reference)."""
     from test_train_loss import numpy_reference
 
-    fmodel, params = model
-    q = np.asarray(fmodel.encode(params, "question", batch["questions"]))
-    flat = {k: v.reshape(B * G, -1) for k, v in batch["passages"].items()}
-    p = np.asarray(fmodel.encode(params, "passage", flat))
-    ref_loss, ref_acc, _ = numpy_reference(q, p, batch["passage_ids"].reshape(-1), G, 1.0, mask=True)
-    assert plain_1[1]["loss"] == pytest.approx(ref_loss, rel=1e-5)
-    assert plain_1[1]["accuracy"] == pytest.approx(ref_acc)
+    q, p = _flat_vectors(model, batch)
+    ref = numpy_reference(q, p, batch["passage_ids"].reshape(-1), G, gold=batch["gold_ids"])
+    assert plain_1[1]["loss"] == pytest.approx(ref["loss"].mean(), rel=1e-5)
+    assert plain_1[1]["accuracy"] == pytest.approx(ref["accuracy"].mean())
 
 
 def test_reference_grads_match_single_device_step(model, batch, plain_1):
@@ -96,7 +104,9 @@ def test_reference_grads_match_single_device_step(model, batch, plain_1):
     def loss(params):
         q = fmodel.encode(params, "question", batch["questions"])
         p = fmodel.encode(params, "passage", {k: v.reshape(B * G, -1) for k, v in batch["passages"].items()})
-        return in_batch_loss(q, p, jnp.asarray(batch["passage_ids"].reshape(-1)), group_size=G)[0]
+        targets = {"passage_ids": jnp.asarray(batch["passage_ids"].reshape(-1)),
+                   "gold_ids": jnp.asarray(batch["gold_ids"])}
+        return mean_losses(q, p, targets, LossOptions(group_size=G))["loss"]
 
     assert_grads_close(plain_1[0], jax.tree.map(np.asarray, jax.jit(jax.grad(loss))(params)))
 
@@ -116,14 +126,14 @@ def test_gradcache_equals_plain_gradients(model, batch, plain_1, devices, q_chun
 
 
 def test_masking_off_changes_the_loss(model, batch, plain_1):
-    _, metrics = _grads(model, batch, 2, mask_false_negatives=False)
+    _, metrics = _grads(model, batch, 2, LossOptions(group_size=G, mask_false_negatives=False))
     assert metrics["loss"] > plain_1[1]["loss"] + 1e-4  # copies of positives counted as negatives
 
 
 def test_dropout_is_a_pure_function_of_the_key(model, batch):
     fmodel, params = model
     mesh = make_mesh(2)
-    fn = jax.jit(make_grad_fn(fmodel, mesh, StepOptions(group_size=G, dropout=True)))
+    fn = jax.jit(make_grad_fn(fmodel, mesh, StepOptions(LossOptions(group_size=G), dropout=True)))
     p, b = replicate(params, mesh), global_batch(batch, mesh)
     (g1, m1), (g2, m2), (_, m3) = (fn(p, b, jax.random.PRNGKey(k)) for k in (5, 5, 6))
     assert float(m1["loss"]) == float(m2["loss"]) != float(m3["loss"])
@@ -135,7 +145,7 @@ def test_train_step_updates_and_skips_nonfinite(model, batch):
     fmodel, params = model
     mesh = make_mesh(2)
     opt = optax.sgd(0.1)
-    opts = StepOptions(group_size=G, dropout=False, nan_at_step=1)
+    opts = StepOptions(LossOptions(group_size=G), dropout=False, nan_at_step=1)
     step = make_train_step(fmodel, mesh, opt, lambda n: 0.1, opts)
     state = init_train_state(params, opt, mesh)
     before = jax.tree.map(np.asarray, state["params"])
@@ -162,3 +172,46 @@ def test_bfloat16_compute_keeps_float32_params_and_close_loss(model, batch, plai
     cos = sum(np.vdot(a, b) for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(plain_1[0]))) / np.sqrt(
         sum(np.vdot(a, a) for a in jax.tree.leaves(grads)) * sum(np.vdot(b, b) for b in jax.tree.leaves(plain_1[0])))
     assert cos > 0.99
+
+
+# ---- distillation and Matryoshka: the same sharding and GradCache guarantees ---------------------------------
+
+DISTILL = {
+    "kl+matryoshka": LossOptions(group_size=G, kind="kl", contrastive_weight=0.5, temperature=0.5,
+                                 teacher_temperature=2.0, dims=(32, 8), dim_weights=(1.0, 0.5)),
+    "margin_mse": LossOptions(group_size=G, kind="margin_mse", teacher_temperature=4.0),
+}
+
+
+@pytest.fixture(scope="module")
+def distill_1(model, batch):
+    return {name: _grads(model, batch, 1, loss) for name, loss in DISTILL.items()}
+
+
+@pytest.mark.parametrize("name", list(DISTILL))
+def test_distillation_step_loss_equals_reference(model, batch, distill_1, name):
+    from test_train_loss import numpy_reference
+
+    opts = DISTILL[name]
+    q, p = _flat_vectors(model, batch)
+    ref = numpy_reference(q, p, batch["passage_ids"].reshape(-1), G, gold=batch["gold_ids"],
+                          teacher=batch["teacher_scores"], kind=opts.kind, temperature=opts.temperature,
+                          contrastive_weight=opts.contrastive_weight, teacher_temperature=opts.teacher_temperature,
+                          dims=opts.dims, dim_weights=opts.dim_weights)
+    metrics = distill_1[name][1]
+    for k in ("loss", "contrastive_loss", "distill_loss"):
+        assert metrics[k] == pytest.approx(ref[k].mean(), rel=1e-5), k
+    assert metrics["accuracy"] == pytest.approx(ref["accuracy"].mean())
+    assert metrics["distill_loss"] > 0
+
+
+@pytest.mark.parametrize("name,devices,gradcache", [("kl+matryoshka", 8, False), ("kl+matryoshka", 8, True),
+                                                    ("margin_mse", 2, True)])
+def test_distillation_on_devices_and_gradcache_equals_one_device(model, batch, distill_1, name, devices, gradcache):
+    chunks = {"question_chunk": 1, "passage_chunk": 3} if gradcache else {}
+    grads, metrics = _grads(model, batch, devices, DISTILL[name], gradcache=gradcache, **chunks)
+    ref_grads, ref_metrics = distill_1[name]
+    assert metrics.keys() == ref_metrics.keys()
+    for k in metrics:
+        assert metrics[k] == pytest.approx(ref_metrics[k], rel=1e-5), k
+    assert_grads_close(grads, ref_grads)

@@ -16,13 +16,22 @@ Each question gets a group of ``G = 1 + hard_negatives + random_negatives`` pass
   training pool (every distinct passage that appears in the training records) so shapes stay fixed;
 * ``random_negatives`` passages drawn from the same pool.
 
-Passage ids travel with the batch as int32 hashes (:func:`passage_hash`) for false-negative masking.
+Two more arrays travel with each batch, for the loss (:mod:`dpr_jax.train.loss`):
+
+* ``passage_ids [b, G]`` and ``gold_ids [b, M]``: int32 hashes (:func:`passage_hash`) of the group's
+  passages and of *every* positive of the question (``M`` = the most positives any record has; a
+  shorter list is padded by repeating its sampled positive), so the loss can remove a question's
+  gold passages wherever else they appear in the batch (false-negative masking);
+* ``teacher_scores [b, G]`` float32: each group passage's teacher score from its record's ctx
+  ``score`` (:class:`~dpr_jax.data.records.TrainRecord`), NaN where there is none. Passages drawn
+  from the pool have no teacher score for this question, so they are always NaN.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 from typing import Sequence
 
 import numpy as np
@@ -64,10 +73,15 @@ class BatchSpec:
 
 @dataclasses.dataclass(frozen=True)
 class Example:
-    """One question with its passage group (positive first), before tokenisation."""
+    """One question with its passage group (positive first), before tokenisation.
+
+    ``scores`` are the group's teacher scores (NaN: none); ``gold`` is every positive of the record.
+    """
 
     question: str
     passages: tuple[Passage, ...]
+    scores: tuple[float, ...] = ()
+    gold: tuple[Passage, ...] = ()
 
 
 class TrainBatches:
@@ -90,6 +104,7 @@ class TrainBatches:
             for p in (*r.positives, *r.hard_negatives, *r.negatives):
                 pool.setdefault(passage_key(p), p)
         self.pool = list(pool.values())
+        self.max_positives = max(len(r.positives) for r in self.records)
         self._perm_cache: tuple[int, np.ndarray] | None = None
 
     @property
@@ -118,19 +133,43 @@ class TrainBatches:
         spec = self.spec
         record = self.records[self.record_indices(step)[row]]
         rng = np.random.default_rng([spec.seed, _EXAMPLE_STREAM, step, row])
+        nan = lambda s: math.nan if s is None else s  # noqa: E731
         positives = record.positives
-        positive = positives[rng.integers(len(positives))] if spec.shuffle_positives and spec.shuffle \
-            else positives[0]
-        negatives = []
-        for candidates in (record.hard_negatives, record.negatives):
-            if len(negatives) >= spec.hard_negatives:
+        k = int(rng.integers(len(positives))) if spec.shuffle_positives and spec.shuffle else 0
+        chosen = [(positives[k], nan(record.scores("positives")[k]))]
+        for kind in ("hard_negatives", "negatives"):
+            candidates = getattr(record, kind)
+            if len(chosen) > spec.hard_negatives:
                 break
             order = rng.permutation(len(candidates)) if spec.shuffle else range(len(candidates))
-            negatives += [candidates[i] for i in order][:spec.hard_negatives - len(negatives)]
-        missing = spec.hard_negatives - len(negatives) + spec.random_negatives
+            scores = record.scores(kind)
+            chosen += [(candidates[i], nan(scores[i])) for i in order][:spec.hard_negatives + 1 - len(chosen)]
+        missing = spec.hard_negatives + 1 - len(chosen) + spec.random_negatives
         if missing:
-            negatives += [self.pool[i] for i in rng.integers(len(self.pool), size=missing)]
-        return Example(record.question, (positive, *negatives))
+            chosen += [(self.pool[i], math.nan) for i in rng.integers(len(self.pool), size=missing)]
+        return Example(record.question, tuple(p for p, _ in chosen), tuple(s for _, s in chosen), positives)
+
+    def teacher_score_gaps(self) -> tuple[list[TrainRecord], int]:
+        """Where the distillation losses would lack teacher scores, found before training starts.
+
+        Returns ``(records whose drawable positive has no score, number of records whose groups can
+        hold a negative without one)``: a ctx without ``score``, a pool fallback (a record with
+        fewer negatives than ``hard_negatives``) or a random negative. The sampler's rules decide
+        what is drawable: any of the lists with ``shuffle``, their first entries without.
+        """
+        spec = self.spec
+        no_positive, partly = [], 0
+        for r in self.records:
+            pos = r.scores("positives")
+            if any(s is None for s in (pos if spec.shuffle_positives and spec.shuffle else pos[:1])):
+                no_positive.append(r)
+            seq = list(r.scores("hard_negatives"))
+            if len(seq) < spec.hard_negatives:
+                seq += r.scores("negatives")
+            drawable = seq if spec.shuffle else seq[:spec.hard_negatives]
+            if spec.random_negatives or len(seq) < spec.hard_negatives or any(s is None for s in drawable):
+                partly += 1
+        return no_positive, partly
 
     def examples(self, step: int, rows: slice | None = None) -> list[Example]:
         rows = range(self.spec.global_batch_size)[rows or slice(None)]
@@ -140,7 +179,9 @@ class TrainBatches:
         """Tokenised arrays of global batch ``step`` (only ``rows`` of it: this process's share).
 
         ``{"questions": {input_ids, attention_mask, token_type_ids} [b, Lq],
-        "passages": {...} [b, G, Lp], "passage_ids": [b, G]}``, all int32, padded to the max lengths.
+        "passages": {...} [b, G, Lp], "passage_ids": [b, G], "gold_ids": [b, M],
+        "teacher_scores": [b, G]}``: token arrays int32 padded to the max lengths, ids int32 hashes,
+        teacher scores float32 (NaN: none).
         """
         spec = self.spec
         examples = self.examples(step, rows)
@@ -152,4 +193,9 @@ class TrainBatches:
                                            spec.passage_max_length, pad_to=spec.passage_max_length)
         passages = {k: v.reshape(b, g, -1) for k, v in passages.items()}
         ids = np.array([passage_hash(p) for p in flat], dtype=np.int32).reshape(b, g)
-        return {"questions": questions, "passages": passages, "passage_ids": ids}
+        gold = np.repeat(ids[:, :1], self.max_positives, axis=1)  # padding: the sampled positive again
+        for row, e in enumerate(examples):
+            gold[row, :len(e.gold)] = [passage_hash(p) for p in e.gold]
+        scores = np.array([e.scores for e in examples], dtype=np.float32).reshape(b, g)
+        return {"questions": questions, "passages": passages, "passage_ids": ids, "gold_ids": gold,
+                "teacher_scores": scores}

@@ -8,8 +8,11 @@ The input is facebookresearch/DPR's retriever format, either one JSON array (lik
      "negative_ctxs": [...], "hard_negative_ctxs": [...]}
 
 A ctx's id is read from ``passage_id``, ``id`` or ``psg_id`` (the spellings DPR's files use) and may
-be absent (``""``); extra keys such as ``score`` or ``has_answer`` are ignored. ``answers`` may be
-absent (empty), but when present must be a list of strings.
+be absent (``""``). A ctx's ``score`` (a retriever's score of the passage for the question: BM25 in
+DPR's files, whatever ``dpr-jax mine`` used in its output) is read as the teacher score of the
+distillation losses; it may be absent or null, and otherwise must be a finite number (a numeric
+string is accepted). Other keys such as ``has_answer`` are ignored. ``answers`` may be absent
+(empty), but when present must be a list of strings.
 
 Every record carries ``source = "file:line"`` (for a JSON array, the line where the record's ``{``
 is), and every problem found - no positive, empty question, missing field, empty ctx text,
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Iterable
 
@@ -58,6 +62,25 @@ def parse_ctx(path, line: int, ctx, field: str) -> Passage:
     return Passage(id=str(pid), text=text, title=title)
 
 
+def parse_score(path, line: int, ctx: dict, field: str) -> float | None:
+    """A ctx's ``score`` as a float (None when absent or null); raises :class:`InputError` when unusable."""
+    score = ctx.get("score")
+    if score is None:
+        return None
+    if isinstance(score, str):
+        try:
+            value = float(score)
+        except ValueError:
+            raise InputError(path, f"'score' {score!r} is not a number", line=line, field=field) from None
+    elif isinstance(score, (int, float)) and not isinstance(score, bool):
+        value = float(score)
+    else:
+        raise InputError(path, f"'score' must be a number, got {type(score).__name__}", line=line, field=field)
+    if not math.isfinite(value):
+        raise InputError(path, f"'score' must be finite, got {score!r}", line=line, field=field)
+    return value
+
+
 def parse_answers(path, line: int, answers, field: str = "answers") -> tuple[str, ...]:
     """A list of answer strings (numbers are accepted and turned into strings)."""
     if not isinstance(answers, list):
@@ -84,7 +107,7 @@ def parse_training_record(path, line: int, obj) -> TrainRecord:
     if not question.strip():
         raise InputError(path, "empty question", line=line, field="question")
     answers = parse_answers(path, line, obj["answers"]) if obj.get("answers") is not None else ()
-    ctx_lists = {}
+    ctx_lists, score_lists = {}, {}
     for key, required in _CTX_LISTS:
         value = obj.get(key)
         if value is None:
@@ -96,9 +119,12 @@ def parse_training_record(path, line: int, obj) -> TrainRecord:
         if required and not value:
             raise InputError(path, "no positive passage", line=line, field=key)
         ctx_lists[key] = tuple(parse_ctx(path, line, c, f"{key}[{i}]") for i, c in enumerate(value))
+        score_lists[key] = tuple(parse_score(path, line, c, f"{key}[{i}]") for i, c in enumerate(value))
     return TrainRecord(question=question, answers=answers, positives=ctx_lists["positive_ctxs"],
                        negatives=ctx_lists["negative_ctxs"], hard_negatives=ctx_lists["hard_negative_ctxs"],
-                       source=f"{path}:{line}")
+                       source=f"{path}:{line}", positive_scores=score_lists["positive_ctxs"],
+                       negative_scores=score_lists["negative_ctxs"],
+                       hard_negative_scores=score_lists["hard_negative_ctxs"])
 
 
 def read_training_records(path, *, on_error: str = "fail") -> tuple[list[TrainRecord], list[Problem]]:
@@ -130,18 +156,21 @@ def read_training_records(path, *, on_error: str = "fail") -> tuple[list[TrainRe
     return records, problems
 
 
-def ctx_to_dict(p: Passage) -> dict:
-    """A passage as a DPR ctx object."""
-    return {"title": p.title, "text": p.text, "passage_id": p.id}
+def ctx_to_dict(p: Passage, score: float | None = None) -> dict:
+    """A passage as a DPR ctx object (with its teacher ``score`` when there is one)."""
+    out = {"title": p.title, "text": p.text, "passage_id": p.id}
+    if score is not None:
+        out["score"] = float(score)
+    return out
 
 
 def train_record_to_dict(rec: TrainRecord, *, record_id: str | None = None) -> dict:
     """A record in DPR's retriever form (``id`` first when given)."""
     out = {} if record_id is None else {"id": record_id}
     out.update(question=rec.question, answers=list(rec.answers),
-               positive_ctxs=[ctx_to_dict(p) for p in rec.positives],
-               negative_ctxs=[ctx_to_dict(p) for p in rec.negatives],
-               hard_negative_ctxs=[ctx_to_dict(p) for p in rec.hard_negatives])
+               **{key: [ctx_to_dict(p, s) for p, s in zip(getattr(rec, kind), rec.scores(kind))]
+                  for key, kind in (("positive_ctxs", "positives"), ("negative_ctxs", "negatives"),
+                                    ("hard_negative_ctxs", "hard_negatives"))})
     return out
 
 
@@ -162,5 +191,5 @@ def write_training_records(path, records: Iterable[TrainRecord], *, ids: Iterabl
     return n
 
 
-__all__ = ["CTX_ID_KEYS", "ctx_to_dict", "parse_answers", "parse_ctx",
+__all__ = ["CTX_ID_KEYS", "ctx_to_dict", "parse_answers", "parse_ctx", "parse_score",
            "parse_training_record", "read_training_records", "train_record_to_dict", "write_training_records"]

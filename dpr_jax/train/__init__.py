@@ -1,7 +1,8 @@
 """Training the dual encoder: DPR's global in-batch negative loss over a device mesh.
 
 - :mod:`~dpr_jax.train.loss`: softmax cross-entropy of each question over every passage of the global
-  batch, with false-negative masking;
+  batch with false-negative masking, distillation from teacher scores (KL, MarginMSE), Matryoshka
+  dimensions;
 - :mod:`~dpr_jax.train.step`: the jitted, ``shard_map``-ped step (per-device encoding, gathered
   passage vectors, gradients through the gather) and the optimizer update;
 - :mod:`~dpr_jax.train.gradcache`: the same gradient in bounded activation memory;

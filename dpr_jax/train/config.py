@@ -20,6 +20,7 @@ from typing import Sequence
 import ml_collections
 
 from dpr_jax.errors import DprJaxError
+from dpr_jax.train.loss import KINDS as LOSS_KINDS
 
 _TRUE = ("true", "yes", "1", "on")
 _FALSE = ("false", "no", "0", "off")
@@ -74,8 +75,21 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.adam_b2 = 0.999
     c.train.adam_eps = 1e-8
     c.train.max_grad_norm = 2.0  # global-norm clipping; 0 disables
-    c.train.temperature = 1.0  # score = q·p / temperature
+    c.train.temperature = 1.0  # score = q·p / temperature: the student's logits in every loss
+    # remove a question's gold passages (every positive_ctxs id) from its in-batch negatives
     c.train.mask_false_negatives = True
+    # the objective (dpr_jax/train/loss.py): "contrastive" (DPR's in-batch softmax cross-entropy), or
+    # distillation from teacher scores (ctxs[].score, written by `dpr-jax mine`) over each question's own
+    # group (positive + hard negatives): "kl" (KL(teacher softmax || student softmax)) or "margin_mse"
+    # (Hofstaetter et al.: MSE of positive-minus-negative score margins)
+    c.train.loss = "contrastive"
+    c.train.contrastive_weight = 0.0  # kl/margin_mse: loss = distillation + this * contrastive (0: distillation only)
+    c.train.teacher_temperature = 1.0  # teacher logits = ctxs[].score / teacher_temperature
+    # Matryoshka: the objective is applied to the first d dimensions of the vectors for each d here (re-normalised
+    # when the model normalises) and summed with matryoshka_weights; list the full dimension to keep training it,
+    # e.g. (384, 128, 64). Empty: the full vector only
+    c.train.matryoshka_dims = ()
+    c.train.matryoshka_weights = ()  # one weight per matryoshka_dims entry (empty: all 1.0)
     c.train.gradcache = False
     c.train.gradcache_question_chunk = 0  # questions per chunk per device (0: all)
     c.train.gradcache_passage_chunk = 0  # passages per chunk per device (0: all)
@@ -249,6 +263,16 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(c.train.num_steps > 0 or c.train.num_epochs > 0, "train.num_epochs", "or train.num_steps must be positive")
     need(c.train.learning_rate >= 0, "train.learning_rate", "must be >= 0")
     need(c.train.temperature > 0, "train.temperature", "must be positive")
+    need(c.train.loss in LOSS_KINDS, "train.loss", f"must be one of {', '.join(LOSS_KINDS)}")
+    need(c.train.contrastive_weight >= 0, "train.contrastive_weight", "must be >= 0")
+    need(c.train.teacher_temperature > 0, "train.teacher_temperature", "must be positive")
+    dims, weights = tuple(c.train.matryoshka_dims), tuple(c.train.matryoshka_weights)
+    need(all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims) and len(set(dims)) == len(dims),
+         "train.matryoshka_dims", "must be distinct positive integers")
+    need(not weights or len(weights) == len(dims), "train.matryoshka_weights",
+         f"needs one weight per matryoshka_dims entry ({len(dims)}), got {len(weights)}")
+    need(all(isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in weights)
+         and (not weights or sum(weights) > 0), "train.matryoshka_weights", "must be numbers >= 0, not all 0")
     need(c.train.log_every > 0, "train.log_every", "must be positive")
     need(c.train.checkpoint_every > 0, "train.checkpoint_every", "must be positive")
     need(c.data.hard_negatives >= 0 and c.data.random_negatives >= 0, "data.hard_negatives",

@@ -266,6 +266,7 @@ class _Window:
     def summary(self, step: int, batch_size: int, epoch: int) -> dict:
         rows = self.rows or ([self.latest] if self.latest else [])
         mean = lambda k: float(np.mean([r[k] for r in rows])) if rows else float("nan")  # noqa: E731
-        return {"step": step, "epoch": epoch, "loss": mean("loss"), "accuracy": mean("accuracy"),
+        parts = {k: mean(k) for k in ("contrastive_loss", "distill_loss") if rows and k in rows[-1]}
+        return {"step": step, "epoch": epoch, "loss": mean("loss"), **parts, "accuracy": mean("accuracy"),
                 "grad_norm": mean("grad_norm"), "lr": rows[-1]["lr"] if rows else 0.0,
                 "pairs_per_s": None if (pps := self.pairs_per_s(batch_size)) is None else round(pps, 2)}

@@ -8,8 +8,9 @@ and returns it as one :class:`RunSetup`, so the loop module reads as a loop. In 
    and listed in the run directory);
 2. build the initial dual encoder (pretrained or random init) and write ``config.json``,
    ``model.json`` and the tokenizer into the run directory;
-3. the deterministic batches, the step count, the optimizer and schedule, the step options, and the
-   in-training evaluator when ``eval.every`` is set.
+3. the deterministic batches, the step count, the optimizer and schedule, the step options (after
+   checking that the objective can use the records and the model: teacher scores for distillation,
+   Matryoshka dims within the model's), and the in-training evaluator when ``eval.every`` is set.
 
 Config values are read here and nowhere below: the model, data and step modules take plain arguments.
 """
@@ -27,6 +28,7 @@ from dpr_jax.data.batches import BatchSpec, TrainBatches
 from dpr_jax.errors import DprJaxError
 from dpr_jax.models import run_dir
 from dpr_jax.train.config import auto_bool, auto_value, to_json
+from dpr_jax.train.loss import LossOptions
 from dpr_jax.train.optim import make_optimizer
 from dpr_jax.train.step import StepOptions
 
@@ -149,11 +151,42 @@ def total_steps_of(config, steps_per_epoch: int) -> int:
     return config.train.num_steps if config.train.num_steps > 0 else config.train.num_epochs * steps_per_epoch
 
 
-def step_options(config, group_size: int) -> StepOptions:
+def step_options(config, group_size: int, normalized: bool) -> StepOptions:
+    """The step's static options; ``normalized``: the model L2-normalises its vectors."""
     t = config.train
-    return StepOptions(group_size=group_size, temperature=t.temperature, mask_false_negatives=t.mask_false_negatives,
-                       dropout=config.model.dropout, gradcache=t.gradcache, question_chunk=t.gradcache_question_chunk,
-                       passage_chunk=t.gradcache_passage_chunk, nan_at_step=t.nan_at_step)
+    loss = LossOptions(group_size=group_size, temperature=t.temperature, mask_false_negatives=t.mask_false_negatives,
+                       kind=t.loss, contrastive_weight=float(t.contrastive_weight),
+                       teacher_temperature=t.teacher_temperature, dims=tuple(int(d) for d in t.matryoshka_dims),
+                       dim_weights=tuple(float(w) for w in t.matryoshka_weights), normalized=normalized)
+    return StepOptions(loss, dropout=config.model.dropout, gradcache=t.gradcache,
+                       question_chunk=t.gradcache_question_chunk, passage_chunk=t.gradcache_passage_chunk,
+                       nan_at_step=t.nan_at_step)
+
+
+def check_loss_inputs(config, batches: TrainBatches, model_dim: int) -> None:
+    """Refuse what the objective cannot use before any compute: Matryoshka dims beyond the model's
+    dimension, distillation without teacher scores on the positives; say where scores are partial."""
+    t = config.train
+    too_big = [d for d in t.matryoshka_dims if d > model_dim]
+    if too_big:
+        raise DprJaxError(f"train.matryoshka_dims {tuple(t.matryoshka_dims)}: {too_big} exceed the model's "
+                          f"{model_dim} dimensions")
+    if t.loss == "contrastive":
+        return
+    no_positive, partly = batches.teacher_score_gaps()
+    if no_positive:
+        raise DprJaxError(
+            f"train.loss={t.loss} needs a teacher score (a ctx 'score') on every positive the batches can draw; "
+            f"{len(no_positive)} of {len(batches.records)} records have none, e.g. {no_positive[0].source}. "
+            f"`dpr-jax mine` writes scores for positives and mined negatives.")
+    positive_scores = {s for r in batches.records for s in r.scores("positives")}
+    if positive_scores == {1000.0}:
+        log("warning: every positive has teacher score 1000, DPR's placeholder rather than a retriever's score; "
+            "re-mine the file with `dpr-jax mine` for real teacher scores")
+    if partly:
+        log(f"note: {partly} of {len(batches.records)} records can draw negatives without a teacher score (random "
+            f"or pool negatives, ctxs without 'score'); those are left out of the {t.loss} term and stay in the "
+            f"contrastive one")
 
 
 def check_layout(config, mesh, group_size: int) -> None:
@@ -186,6 +219,7 @@ def prepare_run(config, workdir: Path, mesh) -> RunSetup:
         run_dir.write_model_description(workdir, loaded)
     batches = TrainBatches(records, loaded.tokenizer, batch_spec(config))
     check_layout(config, mesh, batches.group_size)
+    check_loss_inputs(config, batches, loaded.model.dim)
     total_steps = total_steps_of(config, batches.steps_per_epoch)
     t = config.train
     optimizer, schedule = make_optimizer(t.learning_rate, warmup_steps=t.warmup_steps, total_steps=total_steps,
@@ -195,7 +229,7 @@ def prepare_run(config, workdir: Path, mesh) -> RunSetup:
                  "num_records": len(records), "steps_per_epoch": batches.steps_per_epoch,
                  "group_size": batches.group_size, "total_steps": total_steps}
     return RunSetup(paths, records, loaded, batches, total_steps, optimizer, schedule,
-                    step_options(config, batches.group_size), data_meta)
+                    step_options(config, batches.group_size, loaded.encoder_config.normalize), data_meta)
 
 
 def make_evaluator(config, paths: DataPaths, tokenizer, fmodel, mesh):

@@ -7,10 +7,12 @@ parameters are a pure dict of float32 arrays, replicated, merged back into a mod
 1. each device encodes its own questions and its own passages (its shard of the global batch);
 2. the passage vectors (and their id hashes) are ``all_gather``-ed, so each device scores its
    questions against *all* passages of the global batch, on every device and host;
-3. the loss of its questions, divided by the global batch size, is differentiated on each device;
-   gradients flow back through the ``all_gather`` (its transpose sums the passage-vector gradients
-   of every device's questions onto the device that encoded the passage), and a ``psum`` adds the
-   per-device parameter gradients.
+3. the loss of its questions (:func:`dpr_jax.train.loss.question_losses`: contrastive, distillation,
+   Matryoshka; a question's gold ids and teacher scores arrive sharded with it), divided by the
+   global batch size, is differentiated on each device; gradients flow back through the
+   ``all_gather`` (its transpose sums the passage-vector gradients of every device's questions onto
+   the device that encoded the passage), and one ``psum`` adds the per-device parameter gradients
+   and metrics.
 
 So the gradient is that of the mean loss of the global batch, whatever the number of devices.
 
@@ -37,18 +39,19 @@ from jax.sharding import PartitionSpec as P
 from dpr_jax.mesh import DATA_AXIS, replicated
 from dpr_jax.models.functional import FunctionalModel
 from dpr_jax.train.gradcache import gradcache_grads
-from dpr_jax.train.loss import in_batch_losses
+from dpr_jax.train.loss import LossOptions, question_losses
 
-Batch = dict  # {"questions": {ids, mask, types}[B, Lq], "passages": {...}[B, G, Lp], "passage_ids": [B, G]}
+# {"questions": {ids, mask, types} [B, Lq], "passages": {...} [B, G, Lp], "passage_ids": [B, G],
+#  "gold_ids": [B, M], "teacher_scores": [B, G]} (dpr_jax.data.batches)
+Batch = dict
+_TARGETS = ("passage_ids", "gold_ids", "teacher_scores")
 
 
 @dataclasses.dataclass(frozen=True)
 class StepOptions:
     """What the step computes (static: a change recompiles)."""
 
-    group_size: int  # passages per question: 1 positive + negatives
-    temperature: float = 1.0
-    mask_false_negatives: bool = True
+    loss: LossOptions
     dropout: bool = True
     gradcache: bool = False
     question_chunk: int = 0  # GradCache questions per chunk per device (0: all local questions)
@@ -71,58 +74,58 @@ def psum_tree(tree, axis_name: str):
 
 
 def make_grad_fn(fmodel: FunctionalModel, mesh, opts: StepOptions) -> Callable:
-    """``f(params, batch, key) -> (grads, {"loss", "accuracy"})`` of the global batch's mean loss.
+    """``f(params, batch, key) -> (grads, metrics)`` of the global batch's mean loss.
 
     ``params`` replicated, ``batch`` sharded over the data axis (leading dim = global batch), ``key``
-    the step's dropout key. Call it inside ``jit``.
+    the step's dropout key. ``metrics``: the batch means of :func:`~dpr_jax.train.loss.question_losses`
+    (``loss``, ``accuracy``, and with distillation its two parts). Call it inside ``jit``.
     """
     num_devices = mesh.devices.size
     keys_of = lambda key: (jax.random.fold_in(key, 0), jax.random.fold_in(key, 1))  # noqa: E731
 
-    def local_plain(params, questions, passages, passage_ids, key):
-        b = passage_ids.shape[0]
+    def local_plain(params, questions, passages, targets, key):
+        b = questions["input_ids"].shape[0]
         global_b = b * num_devices
         device = jax.lax.axis_index(DATA_AXIS)
         key_q, key_p = keys_of(jax.random.fold_in(key, device)) if opts.dropout else (None, None)
-        passages, passage_ids = _flatten_groups(passages), passage_ids.reshape(-1)
+        passages = _flatten_groups(passages)
+        # this device's questions' own targets, and the ids of every passage of the global batch
+        targets = dict(targets, passage_ids=jax.lax.all_gather(targets["passage_ids"].reshape(-1), DATA_AXIS,
+                                                               tiled=True))
 
         def loss_fn(params):
             q = fmodel.encode(params, "question", questions, key_q)
             p = fmodel.encode(params, "passage", passages, key_p)
             p_all = jax.lax.all_gather(p, DATA_AXIS, tiled=True)
-            ids_all = jax.lax.all_gather(passage_ids, DATA_AXIS, tiled=True)
-            loss, correct = in_batch_losses(q, p_all, ids_all, group_size=opts.group_size,
-                                            temperature=opts.temperature,
-                                            mask_false_negatives=opts.mask_false_negatives,
-                                            first_question=device * b)
-            return loss.sum() / global_b, correct.sum() / global_b
+            terms = question_losses(q, p_all, targets, opts.loss, first_question=device * b)
+            metrics = {k: v.sum() / global_b for k, v in terms.items()}
+            return metrics["loss"], metrics
 
-        (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        return psum_tree((grads, {"loss": loss, "accuracy": accuracy}), DATA_AXIS)
+        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        return psum_tree((grads, metrics), DATA_AXIS)
 
-    def local_gradcache(params, questions, passages, passage_ids, key):
+    def local_gradcache(params, questions, passages, targets, key):
         device = jax.lax.axis_index(DATA_AXIS)
         key_q, key_p = keys_of(jax.random.fold_in(key, device)) if opts.dropout else (None, None)
-        passages, passage_ids = _flatten_groups(passages), passage_ids.reshape(-1)
-        ids_all = jax.lax.all_gather(passage_ids, DATA_AXIS, tiled=True)
+        passages = _flatten_groups(passages)
+        targets = {k: jax.lax.all_gather(v, DATA_AXIS, tiled=True) for k, v in targets.items()}
+        targets["passage_ids"] = targets["passage_ids"].reshape(-1)
 
         def global_loss(q_all, p_all):
-            loss, correct = in_batch_losses(q_all, p_all, ids_all, group_size=opts.group_size,
-                                            temperature=opts.temperature,
-                                            mask_false_negatives=opts.mask_false_negatives)
-            return loss.mean(), correct.mean()
+            metrics = {k: v.mean() for k, v in question_losses(q_all, p_all, targets, opts.loss).items()}
+            return metrics["loss"], metrics
 
-        grads, (loss, accuracy) = gradcache_grads(
+        grads, (_, metrics) = gradcache_grads(
             fmodel.encode, params, questions, passages, global_loss, axis_name=DATA_AXIS, device=device,
             question_chunk=opts.question_chunk, passage_chunk=opts.passage_chunk, key_q=key_q, key_p=key_p)
-        return psum_tree(grads, DATA_AXIS), {"loss": loss, "accuracy": accuracy}
+        return psum_tree(grads, DATA_AXIS), metrics
 
     local = local_gradcache if opts.gradcache else local_plain
     sharded = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS), P(DATA_AXIS), P()),
                             out_specs=(P(), P()), check_vma=False)
 
     def grad_fn(params, batch: Batch, key):
-        return sharded(params, batch["questions"], batch["passages"], batch["passage_ids"], key)
+        return sharded(params, batch["questions"], batch["passages"], {k: batch[k] for k in _TARGETS}, key)
 
     return grad_fn
 
