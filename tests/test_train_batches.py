@@ -133,3 +133,48 @@ def test_synthetic_records_are_valid_dpr_training_data(tmp_path):
     assert records[0].positives[0].id == records[5].positives[0].id == "p0"  # shared positives
     assert [len(r.hard_negatives) for r in records[:3]] == [2, 0, 0]
     assert [len(r.negatives) for r in records[:3]] == [0, 1, 0]
+
+
+def _scored(n=6):
+    """Records with teacher scores: positive 10+i, hard negatives 5+i and 4+i (None on record 1's second)."""
+    P = lambda i: Passage(f"p{i}", f"text number {i}", f"title {i}")  # noqa: E731
+    recs = []
+    for i in range(n):
+        hard = (P(200 + i), P(300 + i))
+        hard_scores = (5.0 + i, None if i == 1 else 4.0 + i)
+        recs.append(TrainRecord(f"question {i}", ("a",), (P(i), P(100 + i)) if i == 0 else (P(i),),
+                                hard_negatives=hard, positive_scores=(10.0 + i,) + ((9.0,) if i == 0 else ()),
+                                hard_negative_scores=hard_scores))
+    return recs
+
+
+def test_teacher_scores_and_gold_ids_travel_with_the_group(tokenizer):
+    records = _scored()
+    batches = TrainBatches(records, tokenizer, _spec(shuffle=False, hard_negatives=2, random_negatives=1))
+    b = batches.batch(0)
+    assert b["teacher_scores"].dtype == np.float32 and b["teacher_scores"].shape == (4, 4)
+    expected = [[10, 5, 4], [11, 6, np.nan], [12, 7, 6], [13, 8, 7]]
+    np.testing.assert_array_equal(b["teacher_scores"][:, :3], np.array(expected, np.float32))
+    assert np.all(np.isnan(b["teacher_scores"][:, 3]))  # a random pool negative has no score for this question
+    assert b["gold_ids"].dtype == np.int32 and b["gold_ids"].shape == (4, 2)  # record 0 has two positives
+    assert b["gold_ids"][0].tolist() == [passage_hash(p) for p in records[0].positives]
+    assert b["gold_ids"][1].tolist() == [passage_hash(records[1].positives[0])] * 2  # padded with its positive
+    # shuffled negatives keep their own scores
+    shuffled = TrainBatches(records, tokenizer, _spec(hard_negatives=2))
+    for step in range(3):
+        for e in shuffled.examples(step):
+            rec = next(r for r in records if r.question == e.question)
+            by_id = {p.id: s for p, s in zip(rec.hard_negatives, rec.scores("hard_negatives"))}
+            assert [by_id[p.id] for p in e.passages[1:]] == [None if np.isnan(s) else s for s in e.scores[1:]]
+
+
+def test_teacher_score_gaps_follow_the_sampler(tokenizer):
+    records = _scored()
+    no_pos, partly = TrainBatches(records, tokenizer, _spec(hard_negatives=2)).teacher_score_gaps()
+    assert no_pos == [] and partly == 1  # record 1's unscored hard negative can be drawn
+    assert TrainBatches(records, tokenizer, _spec(hard_negatives=1, shuffle=False)).teacher_score_gaps() == ([], 0)
+    assert TrainBatches(records, tokenizer, _spec(hard_negatives=3)).teacher_score_gaps()[1] == 6  # pool fallback
+    assert TrainBatches(records, tokenizer, _spec(hard_negatives=1, random_negatives=1)).teacher_score_gaps()[1] == 6
+    unscored = _records()
+    no_pos, _ = TrainBatches(unscored, tokenizer, _spec()).teacher_score_gaps()
+    assert no_pos == unscored

@@ -142,3 +142,49 @@ def test_in_training_retrieval_eval_equals_brute_force(tmp_path, minilm_dir, tra
     for k in (1, 3):
         hits = [any(has_answer(x["answers"], plist[j]["text"]) for j in order[i, :k]) for i, x in enumerate(questions)]
         assert evals[-1][f"eval_top{k}"] == pytest.approx(np.mean(hits))
+
+
+def test_first_step_loss_removes_every_gold_passage_from_the_negatives(tmp_path, minilm_dir):
+    """Issue 10 #15: a question's *other* gold passages (all positive_ctxs ids) are not negatives for it.
+
+    Question 0 gets a second positive: the paragraph that is question 1's positive, in the same batch. The
+    logged loss of step 1 (learning rate 0: parameters at their initial values) must equal a NumPy
+    cross-entropy that drops every gold id of each question, not only copies of its sampled positive.
+    """
+    from dpr_jax.data.batches import BatchSpec, TrainBatches, passage_hash
+    from dpr_jax.data.records import Passage
+    from dpr_jax.data.training_data import read_training_records
+
+    rows = synthetic_records(n=16, n_passages=12)
+    rows[0]["positive_ctxs"].append(rows[1]["positive_ctxs"][0])
+    path = write_jsonl(tmp_path / "train.jsonl", rows)
+    workdir = tmp_path / "run"
+    overrides = {"train.num_steps": 1, "train.checkpoint_every": 1, "train.learning_rate": 0.0, "data.shuffle": "false",
+                 "train.num_devices": 1}
+    config = tiny_config(minilm_dir, path, **overrides)
+    train(config, workdir, progress=False)
+    logged = read_metrics(workdir)[0]["loss"]
+
+    loaded = load_run_model(workdir)
+    records, _ = read_training_records(path)
+    spec = BatchSpec(global_batch_size=8, question_max_length=16, passage_max_length=32, hard_negatives=1,
+                     shuffle=False, seed=config.seed)
+    batch = TrainBatches(records, loaded.tokenizer, spec).batch(0)
+    g = spec.group_size
+    q = np.asarray(loaded.model.encode_questions(batch["questions"]), np.float64)
+    p = np.asarray(loaded.model.encode_passages({k: v.reshape(8 * g, -1) for k, v in batch["passages"].items()}),
+                   np.float64)
+    ids = batch["passage_ids"].reshape(-1)
+
+    def reference(gold_of):
+        losses = []
+        for i in range(8):
+            keep = [j for j in range(8 * g) if j == i * g or ids[j] not in gold_of(i)]
+            s = q[i] @ p[keep].T / config.train.temperature
+            losses.append(np.log(np.sum(np.exp(s - s.max()))) + s.max() - s[keep.index(i * g)])
+        return float(np.mean(losses))
+
+    every_gold = reference(lambda i: {passage_hash(Passage(c["passage_id"], c["text"])) for c in rows[i]["positive_ctxs"]})
+    sampled_only = reference(lambda i: {ids[i * g]})
+    assert abs(every_gold - sampled_only) > 1e-3  # the case is one that tells the two rules apart
+    assert logged == pytest.approx(every_gold, rel=1e-5)
