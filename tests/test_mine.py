@@ -1,5 +1,5 @@
-"""Hard-negative mining rules, and the bm25 -> evaluate -> hybrid -> mine commands end to end on real
-SQuAD paragraphs."""
+"""Hard-negative mining rules and teacher scores, and the bm25 -> evaluate -> hybrid -> mine commands end to
+end on real SQuAD paragraphs."""
 
 import json
 
@@ -36,6 +36,28 @@ def test_mining_excludes_positives_duplicates_and_answer_passages():
     assert "p4" not in [p.id for p in regex.hard_negatives]  # regex answers are case-insensitive too
     with pytest.raises(DprJaxError, match="'zz'"):
         mine_hard_negatives([rec], [["zz"]], passages, num=1)
+
+
+def test_mined_negatives_never_hold_an_answer_or_any_gold_passage_and_carry_their_scores():
+    """Every positive of a record counts, by id and by text up to NFKC, case and whitespace."""
+    gold1 = Passage("g1", "Paris is the capital of France.", "Paris")
+    gold2 = Passage("g2", "The capital of France, Paris, has 2.1 million inhabitants.", "Paris")
+    passages = {
+        "g1": gold1, "g2": gold2,
+        "c1": Passage("c1", "THE CAPITAL OF FRANCE,  Paris, has 2.1 million\ninhabitants.", "copy"),  # gold2, cased
+        "c2": Passage("c2", "Paris is the capital of France\uff0e"),  # gold1 with a full-width period (NFKC)
+        "a1": Passage("a1", "Lyon is smaller than paris."),  # holds the answer
+        "n1": Passage("n1", "Lyon is the third largest city."),
+        "n2": Passage("n2", "Marseille is a port."),
+    }
+    rec = TrainRecord(question="What is the capital of France?", answers=("Paris",), positives=(gold1, gold2),
+                      hard_negatives=(Passage("old", "an old negative"),), hard_negative_scores=(3.0,))
+    ranking = ["g2", "c1", "a1", "c2", "n1", "g1", "n2"]
+    (out,) = mine_hard_negatives([rec], [ranking], passages, num=5, ranked_scores_per_record=[[7, 6, 5, 4, 3, 2, 1]])
+    assert [p.id for p in out.hard_negatives] == ["n1", "n2"]
+    assert out.hard_negative_scores == (3.0, 1.0)
+    (plain,) = mine_hard_negatives([rec], [ranking], passages, num=5)  # no scores given: none kept
+    assert plain.hard_negative_scores == () and plain.hard_negatives == out.hard_negatives
 
 
 def test_record_without_positive_ids_uses_text_only():
@@ -150,6 +172,59 @@ def test_mine_command_bm25(squad_files, capsys):
     assert "--model" in capsys.readouterr().err
 
 
+def _train_with_outsiders(d, tmp_path):
+    """The fixture's training file plus a record whose positive is not in the corpus (no BM25 score for it)."""
+    rows = [json.loads(line) for line in (d / "train.jsonl").read_text().splitlines()]
+    rows.append({"question": "Which team won Super Bowl 50?", "answers": ["Denver Broncos"],
+                 "positive_ctxs": [{"passage_id": "outside-1", "title": "Super Bowl 50",
+                                    "text": "The Denver Broncos defeated the Carolina Panthers to win Super Bowl 50."}]})
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_mine_command_bm25_writes_teacher_scores(squad_files, tmp_path, capsys):
+    """Negatives carry their BM25 score; positives too, even outside the top --depth, as bm25s scores them."""
+    import bm25s
+    import Stemmer
+
+    from dpr_jax.data.batches import BatchSpec, TrainBatches
+    from dpr_jax.data.training_data import read_training_records
+    from dpr_jax.index.bm25 import open_or_build
+
+    d, passages, questions = squad_files
+    train = _train_with_outsiders(d, tmp_path)
+    out = tmp_path / "mined.jsonl"
+    assert main(["mine", "--passages", str(d / "passages.jsonl"), "--train", str(train), "--out", str(out),
+                 "--method", "bm25", "--num", "2", "--depth", "3"]) == 0
+    assert "1 positives without a score: not in the corpus by id" in capsys.readouterr().err
+    records, _ = read_training_records(out)
+    ids, scores = open_or_build(d / "passages.jsonl", show_progress=False).search([r.question for r in records], 3,
+                                                                              show_progress=False)
+    ranked = [dict(zip(row, map(float, sc))) for row, sc in zip(ids, scores)]
+    for rec, at in zip(records, ranked):
+        assert rec.hard_negative_scores == tuple(at[p.id] for p in rec.hard_negatives)
+
+    # positives: an independent bm25s index of the same corpus and settings scores every passage
+    stemmer = Stemmer.Stemmer("english")
+    ref = bm25s.BM25(k1=0.9, b=0.4, method="lucene")
+    ref.index(bm25s.tokenize([f"{p['title']} {p['text']}" for p in passages], stopwords="en", stemmer=stemmer,
+                             show_progress=False), show_progress=False)
+    row_of = {p["id"]: i for i, p in enumerate(passages)}
+    outside_top = 0
+    for rec, at in zip(records[:-1], ranked):
+        tokens = bm25s.tokenize([rec.question], stopwords="en", stemmer=stemmer, show_progress=False,
+                                return_ids=False)[0]
+        expected = float(ref.get_scores(tokens)[row_of[rec.positives[0].id]])
+        assert rec.positive_scores == (pytest.approx(expected, rel=1e-5, abs=1e-6),)
+        outside_top += rec.positives[0].id not in at
+    assert outside_top >= 3  # the rule for positives the ranking did not reach was exercised
+    assert records[-1].positive_scores == ()  # not in the corpus: no BM25 score
+    # the mined file is distillation-ready but for that record, which train refuses by name
+    no_positive, _ = TrainBatches(records, None, BatchSpec(global_batch_size=8, hard_negatives=2)).teacher_score_gaps()
+    assert no_positive == [records[-1]]
+
+
 def test_mine_command_dense(squad_files, minilm_dir, tmp_path):
     """ANCE-style mining from a dense index: the top dense passages that are neither positive nor answer-bearing."""
     import numpy as np
@@ -172,8 +247,39 @@ def test_mine_command_dense(squad_files, minilm_dir, tmp_path):
     vectors = np.concatenate([c for _, c in idx.iter_chunks(1000)])
     q = TextEncoder(load_model(str(minilm_dir)), max_length=64).encode_questions([r.question for r in records])
     texts = {p["id"]: p["text"] for p in passages}
+    all_ids = idx.ids()
     for rec, qv, question in zip(records, q, questions):
-        ranked = [idx.ids()[i] for i in np.argsort(-(vectors @ qv), kind="stable")[:15]]
+        order = np.argsort(-(vectors @ qv), kind="stable")[:15]
+        ranked = [all_ids[i] for i in order]
         eligible = [pid for pid in ranked
                     if pid != question["positive_ids"][0] and not has_answer(question["answers"], texts[pid])]
         assert [p.id for p in rec.hard_negatives] == eligible[:2]
+        # teacher scores: q · stored vector for negatives and for the positive, ranked or not
+        score_of = {pid: float(vectors[i] @ qv) for i, pid in enumerate(all_ids)}
+        assert rec.hard_negative_scores == pytest.approx([score_of[p.id] for p in rec.hard_negatives], abs=1e-5)
+        assert rec.positive_scores == pytest.approx([score_of[rec.positives[0].id]], abs=1e-5)
+
+
+def test_dense_teacher_encodes_positives_that_are_not_in_the_index(squad_files, minilm_dir, tmp_path):
+    import numpy as np
+
+    from dpr_jax.index.encode import TextEncoder
+    from dpr_jax.index.teacher import dense_rankings
+    from dpr_jax.models.loading import load_model
+
+    d, passages, questions = squad_files
+    index = tmp_path / "index"
+    assert main(["encode", "--model", str(minilm_dir), "--passages", str(d / "passages.jsonl"), "--out", str(index),
+                 "--dtype", "float32", "--max-length", "128"]) == 0
+    loaded = load_model(str(minilm_dir))
+    outsider = Passage("", "The Denver Broncos defeated the Carolina Panthers 24-10.", "Super Bowl 50")
+    inside = Passage(passages[3]["id"], passages[3]["text"], passages[3]["title"])
+    qs = [questions[0]["question"], questions[1]["question"]]
+    got = dense_rankings(loaded, index, qs, 2, [[outsider, inside], [inside]], progress=False)
+    enc = TextEncoder(loaded, max_length=128)
+    qv = TextEncoder(loaded, max_length=64).encode_questions(qs)
+    pv = enc.encode_passages([outsider.title, inside.title], [outsider.text, inside.text])
+    assert got.given_scores[0] == pytest.approx([float(qv[0] @ pv[0]), float(qv[0] @ pv[1])], abs=1e-5)
+    assert got.given_scores[1] == pytest.approx([float(qv[1] @ pv[1])], abs=1e-5)
+    assert [len(r) for r in got.ids] == [2, 2] and np.all(np.diff(got.scores[0]) <= 0)
+    assert inside.id not in got.ids[0] + got.ids[1]  # so its score came from the stored vector, not the ranking

@@ -187,6 +187,9 @@ def test_store_round_trip(tmp_path):
     assert index.id_at([[0, 249], [100, -1]]) == [["p0", "p249"], ["p100", None]]
     assert index.id_at(np.int64(150)) == "p150"
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*"))
+    # looked up by id (mining's teacher scores of positives): rows across shards, vectors in the asked order
+    assert index.rows_of(["p249", "p3", "p120", "missing"]) == {"p249": 249, "p3": 3, "p120": 120}
+    np.testing.assert_array_equal(index.vectors_at([249, 3, 120, 3]), corpus[[249, 3, 120, 3]])
 
 
 def test_truncated_ids_file_is_named(tmp_path):

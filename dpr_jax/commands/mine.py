@@ -3,8 +3,12 @@
 For each training question the top --depth passages are retrieved; the best --num that are not
 positives (by id or identical text) and do not contain an answer (DPR's has_answer) replace the
 record's ``hard_negative_ctxs``. --method bm25 uses the cached BM25 index of --passages; --method
-dense uses a trained model (--model) and its encoded corpus (--index), e.g. for a second training
-round with harder negatives.
+dense uses any dense model (--model: a dpr-jax run, an HF directory or hub name) and its encoded
+corpus (--index), e.g. for a second training round with harder negatives.
+
+Every kept negative and every positive gets the retriever's ``score`` for the question (positives
+outside the ranking are scored as the ranking would have: :mod:`dpr_jax.index.teacher`): the teacher
+scores of ``--config.train.loss=kl`` / ``margin_mse``. Other ctx lists are written as they were.
 """
 
 from __future__ import annotations
@@ -31,37 +35,39 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    import dataclasses
     import sys
 
     from dpr_jax.data.negatives import mine_hard_negatives
     from dpr_jax.data.training_data import read_training_records, write_training_records
     from dpr_jax.errors import DprJaxError
+    from dpr_jax.index import teacher
     from dpr_jax.index.runs import fetch_passages
 
     if args.num < 1 or args.depth < args.num:
         raise DprJaxError(f"need 1 <= --num <= --depth, got --num {args.num} --depth {args.depth}")
+    if args.method == "dense" and (not args.model or not args.index):
+        raise DprJaxError("--method dense needs --model and --index")
     records, problems = read_training_records(args.train, on_error="skip" if args.skip_bad_records else "fail")
     queries = [r.question for r in records]
+    positives = [r.positives for r in records]
     if args.method == "bm25":
-        from dpr_jax.index.bm25 import open_or_build
-
-        ids, scores = open_or_build(args.passages, args.index_dir).search(queries, args.depth)
-        # score 0: no term in common with the question, not a BM25 hit (Lucene would not return it)
-        ranked = [[pid for pid, s in zip(row, row_scores) if s > 0] for row, row_scores in zip(ids, scores)]
+        rankings = teacher.bm25_rankings(args.passages, queries, args.depth, positives, index_dir=args.index_dir)
     else:
-        if not args.model or not args.index:
-            raise DprJaxError("--method dense needs --model and --index")
         from dpr_jax.commands.common import load_model_from_args
-        from dpr_jax.index.retrieve import dense_search
 
-        ranked, _ = dense_search(load_model_from_args(args), args.index, queries, args.depth,
-                                 batch_size=args.batch_size, max_length=args.max_length)
-    passages = fetch_passages(args.passages, {pid for row in ranked for pid in row})
-    mined = mine_hard_negatives(records, ranked, passages, args.num, match=args.match)
+        rankings = teacher.dense_rankings(load_model_from_args(args), args.index, queries, args.depth, positives,
+                                          question_max_length=args.max_length, batch_size=args.batch_size)
+    passages = fetch_passages(args.passages, {pid for row in rankings.ids for pid in row})
+    mined = mine_hard_negatives(records, rankings.ids, passages, args.num, match=args.match,
+                                ranked_scores_per_record=rankings.scores)
+    mined = [dataclasses.replace(r, positive_scores=tuple(s)) for r, s in zip(mined, rankings.given_scores)]
     write_training_records(args.out, mined)
     short = sum(1 for r in mined if len(r.hard_negatives) < args.num)
     none = sum(1 for r in mined if not r.hard_negatives)
+    unscored = sum(s is None for row in rankings.given_scores for s in row)
     print(f"mined {args.method} hard negatives for {len(mined)} records -> {args.out} "
           f"({short} with fewer than {args.num}, {none} with none"
+          + (f"; {unscored} positives without a score: not in the corpus by id" if unscored else "")
           + (f"; {len(problems)} bad records skipped" if problems else "") + ")", file=sys.stderr)
     return 0

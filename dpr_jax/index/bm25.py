@@ -20,7 +20,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -83,6 +83,7 @@ class BM25Index:
         self.ids = ids
         self.settings = settings
         self.source = source  # fingerprint of the passages file it was built from
+        self._row_of: dict[str, int] | None = None  # passage id -> row, built on first use
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -200,6 +201,28 @@ class BM25Index:
                                                leave_progress=False)
         ids = [[self.ids[int(j)] for j in row] for row in docs]
         return ids, np.asarray(scores, dtype=np.float32)
+
+    def passage_scores(self, queries: Sequence[str], ids_per_query: Sequence[Sequence[str]]) -> list[list[float | None]]:
+        """The BM25 score of given passages (by id) for each query, exactly as :meth:`search` reports it.
+
+        A query's score vector is bm25s' own ``get_scores_from_ids`` of its in-vocabulary token ids
+        (what ``retrieve`` ranks by), read at the passages' rows; ``None`` for an id not in the index.
+        Used by mining to give positives outside the top ranks their teacher score.
+        """
+        if self._row_of is None:
+            self._row_of = {pid: row for row, pid in enumerate(self.ids)}
+        query_ids = self.tokenizer.tokenize(list(queries), update_vocab=False, return_as="ids", show_progress=False)
+        known_ids = self.retriever.unique_token_ids_set
+        out = []
+        for tokens, wanted in zip(query_ids, ids_per_query):
+            rows = [self._row_of.get(pid) for pid in wanted]
+            tokens = [t for t in tokens if t in known_ids]
+            if all(r is None for r in rows) or not tokens:
+                out.append([None if r is None else 0.0 for r in rows])
+                continue
+            scores = self.retriever.get_scores_from_ids(tokens)
+            out.append([None if r is None else float(scores[r]) for r in rows])
+        return out
 
 
 def default_cache_dir(passages_path) -> Path:

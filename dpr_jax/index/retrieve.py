@@ -33,13 +33,25 @@ def dense_search(loaded, index_dir, questions: Sequence[str], k: int, *, batch_s
                  max_length: int = 64, chunk_rows: int = 262_144,
                  progress: bool = True) -> tuple[list[list[str]], np.ndarray]:
     """Top-``k`` passage ids and scores for each question, with a loaded model."""
+    index = open_index_for(loaded, index_dir, progress=progress)
+    queries = encode_question_texts(loaded, questions, batch_size=batch_size, max_length=max_length, progress=progress)
+    return search_vectors(index, queries, k, chunk_rows=chunk_rows, progress=progress)
+
+
+def open_index_for(loaded, index_dir, *, progress: bool = True):
+    """Open an index to search with ``loaded``: its dimension must match; another encoder is noted."""
     index = open_index(index_dir)
     if index.dim != loaded.model.dim:
         raise DprJaxError(f"{index_dir} holds {index.dim}-d vectors but the model makes {loaded.model.dim}-d ones")
     built_with = index.meta.get("model")
     if built_with and built_with != loaded.source and progress:
         print(f"note: {index_dir} was encoded with {built_with}, questions with {loaded.source}", file=sys.stderr)
-    queries = encode_question_texts(loaded, questions, batch_size=batch_size, max_length=max_length, progress=progress)
+    return index
+
+
+def search_vectors(index, queries: np.ndarray, k: int, *, chunk_rows: int = 262_144,
+                   progress: bool = True) -> tuple[list[list[str]], np.ndarray]:
+    """Top-``k`` passage ids and scores of already encoded question vectors in an opened index."""
     scores, rows = exact_search(queries, index, min(k, index.count), chunk_rows=chunk_rows, mesh=make_local_mesh(),
                                 progress=progress)
     ids = [index.id_at(r) for r in rows]

@@ -192,6 +192,28 @@ class Index:
         return out.reshape(rows.shape).tolist()
 
 
+    def rows_of(self, ids) -> dict[str, int]:
+        """Global rows of the given passage ids that the index holds (one pass over the ids files)."""
+        wanted, found = set(ids), {}
+        for s, (_, ids_path) in enumerate(self.shards):
+            if len(found) == len(wanted):
+                break
+            for j, pid in enumerate(_read_ids(ids_path)):
+                if pid in wanted:
+                    found[pid] = int(self._starts[s]) + j
+        return found
+
+    def vectors_at(self, rows) -> np.ndarray:
+        """float32 ``[len(rows), dim]`` vectors of the given global rows, in that order."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        out = np.zeros((len(rows), self.dim), dtype=np.float32)
+        shard_of = np.searchsorted(self._starts, rows, side="right") - 1
+        for s in np.unique(shard_of):
+            sel = np.nonzero(shard_of == s)[0]
+            out[sel] = self.shard_vectors(s)[rows[sel] - self._starts[s]]
+        return out
+
+
 def open_index(index_dir) -> Index:
     """Open an index directory and check that meta, vector shards and id files agree.
 
