@@ -14,8 +14,10 @@ Layers, lowest first; a module imports only from its own layer or lower ones (ch
 4. ``models``: Flax NNX BERT, the dual encoder, its functional form (``functional``), tokenizer,
    Hugging Face weights in and out, the run directory as a model format (``run_dir``), ``loading``
    (any model spec -> a loaded model) and export;
-5. ``index``: offline encoding into shards, the shard store, exact search, BM25, hybrid, run files;
-6. ``train``: config, set-up, the global in-batch loss, the sharded step, GradCache, optimizer, loop;
+5. ``index``: offline encoding into shards, the shard store, exact search, BM25, hybrid, run files,
+   teacher scores for mining (``teacher``);
+6. ``train``: config, set-up, the objective (in-batch loss, distillation, Matryoshka), the sharded
+   step, GradCache, optimizer, loop;
 7. ``plots``;
 8. ``commands`` (one module per ``dpr-jax`` subcommand), ``quickstart`` (commands in sequence), ``cli``.
 """
