@@ -5,6 +5,11 @@ jitted matmul + top_k on every local device, merging a running top-k (corpora la
 work). Writes DPR result JSON (question, answers, ctxs with id/title/text/score/has_answer), or a
 TREC run with --trec.
 
+Run as N processes (launch/local.sh, multinode_gpu.sh, slurm_gpu.sbatch, tpu_pod.sh: the same
+launchers as training), each process scores its own contiguous part of the index rows on its
+devices, reports it as "searched rows A-B of N" on stderr, and the top-k lists are merged across
+processes: the same result as one process. Only process 0 writes the run file.
+
 Example:
   dpr-jax search --model sentence-transformers/all-MiniLM-L6-v2 --index index/ \\
       --questions eval.jsonl --passages passages.jsonl --k 100 --out dense.json
@@ -26,6 +31,9 @@ def add_arguments(parser):
     parser.add_argument("--match", default="string", choices=["string", "regex"], help="answer matching")
     parser.add_argument("--out", required=True, help="run file to write")
     parser.add_argument("--trec", action="store_true", help="write a TREC run file instead of DPR JSON")
+    from dpr_jax.distributed import add_distributed_arguments
+
+    add_distributed_arguments(parser)
 
 
 def run(args) -> int:
@@ -33,14 +41,19 @@ def run(args) -> int:
     from pathlib import Path
 
     from dpr_jax.data.questions import read_questions
+    from dpr_jax.distributed import initialize_from_args, is_main_process
     from dpr_jax.index.retrieve import search_questions
     from dpr_jax.index.runs import attach_passages, write_dpr_run, write_trec_run
     from dpr_jax.index.store import read_meta
 
+    initialize_from_args(args)
     questions = read_questions(args.questions, qrels=args.qrels)
     loaded = load_model_from_args(args)
     entries = search_questions(loaded, args.index, questions, args.k, batch_size=args.batch_size,
                                max_length=args.max_length)
+    if not is_main_process():
+        print("process 0 writes the run file", file=sys.stderr)
+        return 0
     if args.trec:
         write_trec_run(args.out, entries)
     else:

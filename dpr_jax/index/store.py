@@ -135,22 +135,31 @@ class Index:
         """Shard ``i``'s vectors as a read-only memory map (nothing is read until sliced)."""
         return np.load(self.shards[i][0], mmap_mode="r")
 
-    def iter_chunks(self, chunk_rows: int) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield ``(first global row, array [<=chunk_rows, dim])`` over the whole corpus, in order.
+    def iter_chunks(self, chunk_rows: int, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(first global row, array [<=chunk_rows, dim])`` over rows ``start..stop-1``, in order.
 
         Every chunk but the last has exactly ``chunk_rows`` rows (chunks span shard boundaries), so
         a consumer compiled for one shape sees one shape. Each chunk is a fresh in-memory copy read
         from the memory maps: memory stays at about one chunk whatever the corpus size. Each piece
         is read through its own short-lived map, so pages already consumed leave this process's
-        resident set (they stay in the page cache) instead of piling up to a whole shard.
+        resident set (they stay in the page cache) instead of piling up to a whole shard. With a
+        row range (one host's part of a multi-host search) only the shards overlapping it are
+        opened and only its rows are read.
         """
         if chunk_rows < 1:
             raise DprJaxError(f"chunk_rows must be positive, got {chunk_rows}")
+        stop = self.count if stop is None else stop
+        if not 0 <= start <= stop <= self.count:
+            raise DprJaxError(f"row range {start}-{stop} is not within the index's {self.count} rows")
         pending: list[np.ndarray] = []
         pending_rows = 0
-        offset = 0
+        offset = start
         for i, rows in enumerate(self.shard_rows):
-            pos = 0
+            first = int(self._starts[i])
+            if first + rows <= start or first >= stop:
+                continue
+            pos = max(start - first, 0)
+            rows = min(rows, stop - first)
             while pos < rows:
                 take = min(chunk_rows - pending_rows, rows - pos)
                 mm = self.shard_vectors(i)
