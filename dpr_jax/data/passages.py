@@ -1,8 +1,9 @@
 """Streaming readers for passage corpora: DPR ``psgs_w100.tsv``, JSON lines and BEIR ``corpus.jsonl``.
 
 Corpora can hold tens of millions of passages, so :func:`read_passages` yields one
-:class:`~dpr_jax.data.records.Passage` at a time and its memory does not grow with the corpus (apart
-from the set of ids kept to detect duplicates). Every problem is reported as an
+:class:`~dpr_jax.data.records.Passage` at a time and its memory does not grow with the corpus, duplicate
+ids included (:mod:`dpr_jax.data.unique_ids`: in memory for the first 100k ids, then hashed into
+temporary files and checked at the end). Every problem is reported as an
 :class:`~dpr_jax.errors.InputError` naming the file, the line and the field.
 
 Formats (``fmt``; detected from the extension and the first record when ``None``, ``.gz`` allowed):
@@ -29,6 +30,7 @@ from typing import Iterator
 from dpr_jax.data.records import Passage
 from dpr_jax.data.textfiles import (Problem, base_suffix, count_lines, first_nonblank_line, iter_text_lines,
                                     iter_tsv_rows)
+from dpr_jax.data.unique_ids import IdChecker
 from dpr_jax.errors import InputError
 
 PASSAGE_FORMATS = ("tsv", "jsonl", "beir")
@@ -81,25 +83,49 @@ def read_passages(path, *, fmt: str | None = None, problems: list | None = None,
     list, bad records (malformed JSON, missing id/text, wrong column count, duplicate id) are
     appended to it as :class:`Problem` and skipped, so a validator can report all of them. Errors
     that make the rest of the file unreadable (bad UTF-8, corrupt gzip) always raise.
+
+    Duplicate ids (``check_duplicates``) are reported with the lines of both occurrences. Among
+    the first 100k ids a repeat is reported when it is read; past them the check costs no memory
+    per passage and repeats are reported after the last passage has been yielded (at most the
+    first 1,000 of them as problems, then a count), so a consumer must not treat the passages as
+    checked until the iteration has ended.
     """
     fmt = fmt or detect_passage_format(path)
     if fmt not in PASSAGE_FORMATS:
         raise InputError(path, f"unknown passage format {fmt!r}; expected one of {', '.join(PASSAGE_FORMATS)}")
     records = _tsv_records(path) if fmt == "tsv" else _json_records(path, id_key="_id" if fmt == "beir" else "id")
-    seen: set[str] = set()
-    for line, item in records:
-        if isinstance(item, InputError):
-            err = item
-        elif check_duplicates and item.id in seen:
-            err = InputError(path, f"duplicate passage id {item.id!r}", line=line, field="id")
-        else:
-            if check_duplicates:
-                seen.add(item.id)
-            yield item
-            continue
-        if problems is None:
-            raise err
-        problems.append(Problem.from_error(err))
+    checker = IdChecker(expected=lambda: count_lines(path)) if check_duplicates else None
+    try:
+        for line, item in records:
+            if isinstance(item, InputError):
+                err = item
+            elif checker is not None and (first := checker.add(item.id, line)) is not None:
+                err = _duplicate_error(path, item.id, first, line)
+            else:
+                yield item
+                continue
+            if problems is None:
+                raise err
+            problems.append(Problem.from_error(err))
+        if checker is not None:
+            found, total = checker.duplicates(limit=1 if problems is None else _MAX_LISTED_DUPLICATES)
+            for dup in found:
+                err = _duplicate_error(path, dup.id, dup.first, dup.second)
+                if problems is None:
+                    raise err
+                problems.append(Problem.from_error(err))
+            if total > len(found):
+                problems.append(Problem(str(path), f"{total - len(found)} more duplicate passage ids not listed"))
+    finally:
+        if checker is not None:
+            checker.close()
+
+
+_MAX_LISTED_DUPLICATES = 1000
+
+
+def _duplicate_error(path, pid: str, first_line: int, line: int) -> InputError:
+    return InputError(path, f"duplicate passage id {pid!r} (first on line {first_line})", line=line, field="id")
 
 
 def load_passages(path, *, fmt: str | None = None) -> dict[str, Passage]:

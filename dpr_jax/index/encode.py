@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from dpr_jax.data.passages import estimate_passage_count, read_passages
 from dpr_jax.errors import DprJaxError
 from dpr_jax.index import store
+from dpr_jax.index.id_check import check_unique_shard_ids
 from dpr_jax.io_utils import write_json
 from dpr_jax.mesh import data_sharding, make_local_mesh, replicate, round_up_to_devices
 from dpr_jax.models.functional import SIDES, FunctionalModel
@@ -142,7 +143,9 @@ def encode_corpus(loaded, passages_path, out_dir, *, shard: tuple[int, int] = (0
     bar = tqdm(total=total, unit="psg", desc=f"encode {job}/{num_jobs}", disable=not progress,
                file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
     written, skipped, count = [], [], 0
-    for b, block in _blocks(read_passages(passages_path), block_size):
+    # ids are not kept while streaming (flat memory at any corpus size): they are checked on the
+    # finished shards' .ids files before meta.json is written (dpr_jax.index.id_check)
+    for b, block in _blocks(read_passages(passages_path, check_duplicates=False), block_size):
         count += len(block)
         if b % num_jobs != job or store.shard_done(out_dir, b):
             (skipped.append(b) if b % num_jobs == job else None)
@@ -155,6 +158,7 @@ def encode_corpus(loaded, passages_path, out_dir, *, shard: tuple[int, int] = (0
     num_shards = -(-count // block_size)
     meta = None
     if all(store.shard_done(out_dir, b) for b in range(num_shards)):
+        check_unique_shard_ids(out_dir, num_shards, expected=count, passages=passages_path, progress=progress)
         meta = {**settings, "count": count, "num_shards": num_shards, "dim": encoder.dim}
         store.write_meta(out_dir, **meta)
     return {"count": count, "written": written, "skipped": skipped, "num_shards": num_shards, "meta": meta}

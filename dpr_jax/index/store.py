@@ -71,6 +71,11 @@ def shard_done(index_dir, shard_no: int) -> bool:
     return ids_path.is_file() and npy_path.is_file()
 
 
+def read_shard_ids(index_dir, shard_no: int) -> list[str]:
+    """The passage ids of one finished shard, in row order."""
+    return _read_ids(shard_paths(index_dir, shard_no)[1])
+
+
 def write_meta(index_dir, **fields) -> None:
     """Write ``meta.json`` atomically (model, pooling, dim, dtype, count, num_shards, anything else)."""
     write_json(Path(index_dir) / META_NAME, fields)
