@@ -6,8 +6,8 @@
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDER = ["encode_speed", "encode_speed_gpu", "train_speed", "train_speed_gpu", "search_speed", "search_scale",
-         "encode_memory", "bm25_speed"]
+ORDER = ["encode_speed", "encode_speed_gpu", "train_speed", "train_speed_gpu", "accelerator_suite_gpu",
+         "accelerator_suite_tpu", "search_speed", "search_scale", "encode_memory", "scale_rehearsal", "bm25_speed"]
 INTRO = """# Benchmarks
 
 Every figure here was produced by a script in `bench/` (named in each section) and is a same-run
@@ -26,7 +26,9 @@ def main() -> None:
     for name in names:
         body = (results / f"{name}.md").read_text().strip()
         body = "\n".join(("#" + line) if line.startswith("#") else line for line in body.splitlines())
-        parts.append(f"{body}\n\n_Source: `bench/results/{name}.md`, made by `bench/{name.removesuffix('_gpu')}.py`._")
+        script = name.removesuffix("_gpu").removesuffix("_tpu")
+        script = "accelerator_suite.sh" if script == "accelerator_suite" else f"{script}.py"
+        parts.append(f"{body}\n\n_Source: `bench/results/{name}.md`, made by `bench/{script}`._")
     (ROOT / "BENCHMARKS.md").write_text("\n\n".join(parts) + "\n")
     print(f"BENCHMARKS.md: {len(names)} sections")
 

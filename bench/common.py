@@ -181,9 +181,17 @@ def log(msg: str) -> None:
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
-# Dense peak TFLOP/s by (device name fragment, dtype); the brief's figures for Hopper SXM parts.
-PEAK_TFLOPS = {("H100", "bfloat16"): 989.0, ("H100", "float32"): 67.0,
-               ("H200", "bfloat16"): 989.0, ("H200", "float32"): 67.0}
+# Dense peak TFLOP/s by (device name fragment, dtype), first match wins: vendor datasheets (Hopper
+# SXM; A100 SXM; Cloud TPU per chip). JAX's device_kind is e.g. "NVIDIA H100 80GB HBM3", "TPU v4".
+PEAK_TFLOPS = {("H100 PCIe", "bfloat16"): 756.0, ("H100 PCIe", "float32"): 51.0,
+               ("H100", "bfloat16"): 989.0, ("H100", "float32"): 67.0,
+               ("H200", "bfloat16"): 989.0, ("H200", "float32"): 67.0,
+               ("A100", "bfloat16"): 312.0, ("A100", "float32"): 19.5,
+               ("TPU v4", "bfloat16"): 275.0, ("TPU v5 lite", "bfloat16"): 197.0, ("TPU v5e", "bfloat16"): 197.0,
+               ("TPU v5", "bfloat16"): 459.0, ("TPU v6", "bfloat16"): 918.0}
+# Peak HBM bandwidth in TB/s by device name fragment, first match wins (datasheets; TPU per chip).
+PEAK_HBM_TBPS = (("H100 PCIe", 2.0), ("H100", 3.35), ("H200", 4.8), ("A100", 2.0), ("TPU v4", 1.2),
+                 ("TPU v5 lite", 0.82), ("TPU v5e", 0.82), ("TPU v5", 2.76), ("TPU v6", 1.64))
 PACKAGES = ("numpy", "jax", "jaxlib", "flax", "torch", "sentence-transformers", "transformers", "tokenizers")
 
 
@@ -223,7 +231,7 @@ def device_name(platform: str) -> str:
     import jax
 
     d = jax.devices()[0]
-    return getattr(d, "device_kind", str(d)) if platform == "gpu" else "cpu"
+    return getattr(d, "device_kind", str(d)) if platform != "cpu" else "cpu"
 
 
 def peak_tflops(name: str, dtype: str, override: float | None) -> float | None:
@@ -233,6 +241,13 @@ def peak_tflops(name: str, dtype: str, override: float | None) -> float | None:
         if frag in name and dt == dtype:
             return value
     return None
+
+
+def peak_hbm_tbps(name: str, override: float | None = None) -> float | None:
+    """The device's peak HBM bandwidth (TB/s) from :data:`PEAK_HBM_TBPS`, or ``override``."""
+    if override:
+        return override
+    return next((v for frag, v in PEAK_HBM_TBPS if frag in name), None)
 
 
 def squad_articles(path: str | None = None) -> list[dict]:

@@ -98,6 +98,19 @@ def test_uneven_iterable_of_chunks_numbers_rows_consecutively(use_mesh):
     check(queries, corpus, 7, source=iter(pieces), chunk_rows=128, mesh=mesh_or_none(use_mesh))
 
 
+def test_chunks_already_on_the_device_are_scored_in_place():
+    import jax
+
+    from dpr_jax.index.search import _fixed_blocks
+
+    queries, corpus = tie_free_data(1000, 6, seed=7)
+    pieces = [jax.device_put(corpus[s : s + 256]) for s in range(0, 1000, 256)]  # 256 x 3, then 232
+    blocks = list(_fixed_blocks(iter(pieces), 256, DIM))
+    assert all(b is p for (_, b, _), p in zip(blocks[:3], pieces[:3]))  # passed through, not copied to the host
+    assert blocks[3][2] == 232
+    check(queries, corpus, 9, source=iter(pieces), chunk_rows=256)
+
+
 @pytest.mark.parametrize("use_mesh", [False, True])
 def test_k_equal_to_and_larger_than_corpus(use_mesh):
     queries, corpus = tie_free_data(300, 5, seed=3)

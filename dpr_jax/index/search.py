@@ -163,7 +163,8 @@ def _fixed_blocks(chunks, chunk_rows: int, dim: int, start: int = 0,
     have = 0
     offset = 0
     for chunk in source:
-        chunk = np.asarray(chunk)
+        if not isinstance(chunk, jax.Array):  # a corpus already on the device stays there (no host copy)
+            chunk = np.asarray(chunk)
         if chunk.ndim != 2 or chunk.shape[1] != dim:
             raise DprJaxError(f"corpus chunk has shape {chunk.shape}; expected [rows, {dim}] to match the queries")
         if offset + have + chunk.shape[0] > _MAX_ROWS:
@@ -270,7 +271,8 @@ def exact_search(
     """Exact top-``k`` inner-product search of ``queries`` [Q, D] over a streamed corpus.
 
     ``chunks``: an :class:`~dpr_jax.index.store.Index`, a 2-D array, or any iterable of 2-D arrays
-    (rows numbered consecutively across them). ``mesh``: a mesh from
+    (rows numbered consecutively across them; ``jax.Array`` chunks of exactly ``chunk_rows`` rows
+    are scored where they are, without a round trip through host memory). ``mesh``: a mesh from
     :func:`dpr_jax.mesh.make_mesh` to split each chunk's rows over its devices (``chunk_rows`` is
     rounded up to a multiple of the device count). ``query_batch`` bounds the score matrix to
     ``query_batch x chunk_rows`` floats per step. ``compute_dtype``: the dtype of the matmul inputs
