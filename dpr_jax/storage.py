@@ -232,61 +232,121 @@ def open_read(path, mode: str = "rb") -> IO:
     return f if mode == "rb" else io.TextIOWrapper(f, encoding="utf-8")
 
 
+def file_size(path) -> int:
+    """Size in bytes of the file or object ``path`` (an :class:`InputError` when it is missing)."""
+    p = as_path(path)
+    with _input_errors(p, "a file"):
+        if not is_remote(p):
+            return p.stat().st_size
+        fs, inner = filesystem(p)
+        info = fs.info(inner)
+        if info["type"] == "directory":
+            raise IsADirectoryError(str(p))
+        return int(info["size"])
+
+
+def fingerprint(path) -> dict:
+    """What changes when the file ``path`` is rewritten, for keying caches of things derived from it.
+
+    Locally its size and modification time (``{"size", "mtime_ns"}``); for a URL its size and the
+    object's generation (GCS gives every write of an object a new one; other stores' etag or
+    modification time stand in), with the URL itself, since the same generation number can
+    occur in another bucket.
+    """
+    p = as_path(path)
+    with _input_errors(p, "a file"):
+        if not is_remote(p):
+            st = p.stat()
+            return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        fs, inner = filesystem(p)
+        info = fs.info(inner)
+        if info["type"] == "directory":
+            raise IsADirectoryError(str(p))
+    version = next((str(info[k]) for k in ("generation", "etag", "ETag", "mtime", "updated", "LastModified")
+                    if info.get(k) is not None), None)
+    return {"url": str(p), "size": int(info["size"]), "generation": version}
+
+
 # ------------------------------------------------------------------------------------------------
 # Writing: nothing appears under the final name unless the whole write succeeded
 
 
-def _umask_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 @contextlib.contextmanager
-def atomic_path(path) -> Iterator[Path]:
+def atomic_path(path, *, last: str | None = None) -> Iterator[Path]:
     """Yield a *local* temporary path; it becomes ``path`` only if the block succeeds.
 
     For writers that need a real file name (``np.save`` to a name, ``faiss.write_index``,
     ``savefig``, a tokenizer's or bm25s's ``save(dir)``): the block writes a file or a directory
-    at the yielded path. Locally it is a temporary name next to ``path``, renamed onto it (so a
-    killed process never leaves a half-written ``path``). For a URL it lies in a local temporary
-    directory and carries the destination's name (writers that pick a format from the suffix
-    still see it); on success it is uploaded (a directory file by file; each object appears only
-    when its upload completes, so a directory's completeness must be marked by a file its
-    readers check, as index shards' ``.ids`` and orbax's commit files do), then deleted.
+    at the yielded path, which does not exist yet and carries the destination's name (writers
+    that pick a format from the suffix still see it).
+
+    Locally it lies in a private temporary directory next to ``path`` and is renamed onto it (so
+    a killed process never leaves a half-written ``path``); a directory replaces an existing
+    directory the same way (the old one is moved aside, then deleted). For a URL it lies in a
+    local temporary directory and is uploaded on success (:func:`upload`), then deleted: a
+    directory file by file, objects of an older version that the new one lacks deleted after.
+    Each object appears only when its upload completes, so a directory's completeness must be
+    marked by a file its readers check; name it ``last`` and, for a URL, it is deleted before
+    and uploaded after everything else (index shards' ``.ids`` and orbax's commit files play
+    that role elsewhere).
     """
     p = as_path(path)
     if is_remote(p):
         with tempfile.TemporaryDirectory(prefix="dpr_jax_upload_") as tmpdir:
             tmp = Path(tmpdir) / p.name
             yield tmp
-            upload(tmp, p)
+            upload(tmp, p, last=last, replace=True)
         return
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    box = Path(tempfile.mkdtemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent))
     try:
+        tmp = box / p.name
         yield tmp
-        if tmp.is_file():  # mkstemp makes 0600 files; give the result the usual umask-derived mode
-            os.chmod(tmp, _umask_mode())
-        os.replace(tmp, p)
+        if tmp.is_dir() and p.is_dir():  # rename() cannot replace a non-empty directory: move it aside
+            os.replace(p, box / ".old")
+            try:
+                os.replace(tmp, p)
+            except BaseException:
+                os.replace(box / ".old", p)
+                raise
+        else:
+            os.replace(tmp, p)
     finally:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp.exists():
-            tmp.unlink()
+        shutil.rmtree(box, ignore_errors=True)
 
 
-def upload(local, dest) -> None:
-    """Copy a local file, or a directory's files recursively, to the URL ``dest``."""
+def upload(local, dest, *, last: str | None = None, replace: bool = False) -> None:
+    """Copy a local file, or a directory's files recursively, to the URL ``dest``.
+
+    For a directory, ``last`` (a file name inside it) is deleted at ``dest`` first and uploaded
+    after every other file, so readers that check it never see a half-uploaded directory as
+    complete; with ``replace``, objects under ``dest`` that the directory does not hold (left by
+    an older version) are deleted before ``last`` is uploaded.
+    """
     local = Path(local)
     fs, inner = filesystem(dest)
-    if local.is_dir():
-        for f in sorted(q for q in local.rglob("*") if q.is_file()):
-            fs.put_file(str(f), f"{inner}/{f.relative_to(local).as_posix()}")
-    else:
+    if not local.is_dir():
         fs.put_file(str(local), inner)
+        return
+    names = sorted(q.relative_to(local).as_posix() for q in local.rglob("*") if q.is_file())
+    if last is not None:
+        if last not in names:
+            raise ValueError(f"upload: {local} has no file {last!r} to upload last")
+        if fs.exists(f"{inner}/{last}"):
+            fs.rm_file(f"{inner}/{last}")
+        names.remove(last)
+    for name in names:
+        fs.put_file(str(local / name), f"{inner}/{name}")
+    if replace:
+        keep = {f"{inner}/{name}" for name in names} | ({f"{inner}/{last}"} if last else set())
+        try:
+            stale = [o for o in fs.find(inner) if o not in keep]
+        except FileNotFoundError:
+            stale = []
+        if stale:
+            fs.rm(stale)
+    if last is not None:
+        fs.put_file(str(local / last), f"{inner}/{last}")
 
 
 @contextlib.contextmanager
@@ -444,11 +504,15 @@ def read_npy_rows(path, start: int, stop: int, header: NpyHeader | None = None) 
 # A real local file for libraries that cannot read URLs
 
 
+def cache_root() -> Path:
+    """dpr-jax's local cache directory: ``$DPR_JAX_CACHE``, else ``$XDG_CACHE_HOME/dpr-jax`` (``~/.cache/dpr-jax``)."""
+    return Path(os.environ.get("DPR_JAX_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "dpr-jax"))
+
+
 def cache_dir() -> Path:
-    """Where :func:`local_copy` keeps downloads: ``$DPR_JAX_CACHE`` or ``~/.cache/dpr-jax``, ``/remote``."""
-    base = os.environ.get("DPR_JAX_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "dpr-jax")
-    return Path(base) / "remote"
+    """Where :func:`cached_copy` keeps downloads: ``cache_root()/remote``."""
+    return cache_root() / "remote"
 
 
 def _remote_listing(fs, inner: str) -> list[tuple[str, dict]]:
@@ -472,18 +536,39 @@ def local_copy(path, *, cache: bool = True) -> Iterator[Path]:
     """A local path holding the file or directory ``path``: itself when local, a download otherwise.
 
     For libraries that only open real files (faiss ``read_index``, bm25s ``load``, Hugging Face
-    tokenizers). Downloads are kept in :func:`cache_dir` under a key made of the URL and each
-    object's generation and size, so a second use costs one listing, and a rewritten object is
-    fetched again. A download lands under a temporary name and is renamed into the cache, so
-    processes sharing a host and a cache never see a partial copy. With ``cache=False`` the copy
-    is deleted when the block ends.
+    tokenizers). With ``cache`` (the default) the download is :func:`cached_copy`'s and stays in
+    the cache after the block; with ``cache=False`` it is deleted when the block ends.
+    """
+    p = as_path(path)
+    if not is_remote(p) or cache:
+        yield cached_copy(p)
+        return
+    root = Path(tempfile.mkdtemp(prefix="dpr_jax_download_"))
+    try:
+        yield _download(p, root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def cached_copy(path) -> Path:
+    """A local path holding the file or directory ``path``: itself when local, a cached download otherwise.
+
+    Downloads are kept in :func:`cache_dir` under a key made of the URL and each object's
+    generation and size, so a second use costs one listing, and a rewritten object is fetched
+    again. A download lands under a temporary name and is renamed into the cache, so processes
+    sharing a host and a cache never see a partial copy. A missing ``path`` is an
+    :class:`InputError`.
     """
     p = as_path(path)
     if not is_remote(p):
         if not p.exists():
             raise InputError(p, "not found")
-        yield p
-        return
+        return p
+    return _download(p, cache_dir())
+
+
+def _download(p, root: Path) -> Path:
+    """``root/KEY/NAME``: the object or prefix ``p`` downloaded (once per KEY, see :func:`cached_copy`)."""
     fs, inner = filesystem(p)
     try:
         listing = _remote_listing(fs, inner)
@@ -492,12 +577,11 @@ def local_copy(path, *, cache: bool = True) -> Iterator[Path]:
     if not listing:
         raise InputError(p, "not found")
     key = hashlib.sha256(json.dumps([str(p), [(n, _identity(i)) for n, i in listing]]).encode()).hexdigest()[:24]
-    root = cache_dir() if cache else Path(tempfile.mkdtemp(prefix="dpr_jax_download_"))
     target = root / key / p.name
-    try:
-        if not target.exists():
-            root.joinpath(key).mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{p.name}.", dir=root / key)) / p.name
+    if not target.exists():
+        root.joinpath(key).mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{p.name}.", dir=root / key)) / p.name
+        try:
             if listing[0][0]:  # a directory (possibly holding only subdirectories' objects)
                 tmp.mkdir()
             for name, _ in listing:
@@ -509,8 +593,6 @@ def local_copy(path, *, cache: bool = True) -> Iterator[Path]:
             except OSError:  # another process put the same copy there first
                 if not target.exists():
                     raise
+        finally:
             shutil.rmtree(tmp.parent, ignore_errors=True)
-        yield target
-    finally:
-        if not cache:
-            shutil.rmtree(root, ignore_errors=True)
+    return target

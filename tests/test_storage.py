@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -162,6 +163,73 @@ def test_atomic_path_writes_files_and_directories_for_tools_that_need_a_name(roo
             tmp.write_bytes(b"half")
             raise RuntimeError("boom")
     assert not _exists(f"{root}/w.npy")
+
+
+def test_atomic_path_replaces_a_directory_whole(root):
+    """A directory output replaces an older version entirely: no file of the old one survives (an
+    export switching layouts, a rebuilt BM25 index), locally by rename, remotely by pruning."""
+    def write(files: dict, fail: bool = False):
+        with storage.atomic_path(f"{root}/out", last="done.json") as tmp:
+            for name, text in files.items():
+                (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+                (tmp / name).write_text(text)
+            if fail:
+                raise RuntimeError("boom")
+
+    def listing() -> dict:
+        if storage.is_remote(root):  # epath has no recursive glob on gs://
+            fs, inner = storage.filesystem(f"{root}/out")
+            return {name[len(inner) + 1:]: fs.cat(name).decode() for name in fs.find(inner)}
+        out = storage.as_path(f"{root}/out")
+        return {p.relative_to(out).as_posix(): p.read_text() for p in out.rglob("*") if p.is_file()}
+
+    write({"a.txt": "1", "sub/b.txt": "2", "done.json": "{}"})
+    assert listing() == {"a.txt": "1", "sub/b.txt": "2", "done.json": "{}"}
+    write({"c.txt": "3", "done.json": '{"v": 2}'})
+    assert listing() == {"c.txt": "3", "done.json": '{"v": 2}'}
+    with pytest.raises(RuntimeError):
+        write({"d.txt": "4", "done.json": '{"v": 3}'}, fail=True)
+    assert listing() == {"c.txt": "3", "done.json": '{"v": 2}'}
+    if not storage.is_remote(root):  # no temporary directories left beside it
+        assert sorted(os.listdir(root)) == ["out"]
+
+
+def test_upload_deletes_the_marker_first_and_writes_it_last(gcs_dir, tmp_path, monkeypatch):
+    """While a directory is being uploaded over an older version, its completion marker is absent."""
+    storage.write_text(f"{gcs_dir}/idx/meta.json", "old")
+    local = tmp_path / "idx"
+    local.mkdir()
+    for name in ("a.bin", "meta.json", "z.bin"):
+        (local / name).write_text(name)
+    fs, inner = storage.filesystem(gcs_dir)  # fsspec caches instances: upload() gets this one
+    seen = []
+    put_file = fs.put_file
+
+    def spy(lpath, rpath, *args, **kwargs):
+        seen.append((os.path.basename(rpath), fs.exists(f"{inner}/idx/meta.json")))
+        return put_file(lpath, rpath, *args, **kwargs)
+
+    monkeypatch.setattr(fs, "put_file", spy)
+    storage.upload(local, f"{gcs_dir}/idx", last="meta.json", replace=True)
+    assert seen == [("a.bin", False), ("z.bin", False), ("meta.json", False)]
+    assert storage.as_path(f"{gcs_dir}/idx/meta.json").read_text() == "meta.json"
+
+
+def test_file_size_and_fingerprint_change_when_a_file_is_rewritten(root):
+    path = f"{root}/corpus.tsv"
+    storage.write_text(path, "id\ttext\n")
+    assert storage.file_size(path) == 8
+    first = storage.fingerprint(path)
+    assert first == storage.fingerprint(path)
+    if storage.is_remote(root):
+        assert first["url"] == path and first["generation"]
+    time.sleep(0.01)
+    storage.write_text(path, "id\ttexT\n")  # same size: only the mtime / generation tells
+    assert storage.file_size(path) == 8 and storage.fingerprint(path) != first
+    with pytest.raises(InputError, match="file not found"):
+        storage.fingerprint(f"{root}/missing")
+    with pytest.raises(InputError, match="file not found"):
+        storage.file_size(f"{root}/missing")
 
 
 def test_append_text_creates_then_appends(root):
