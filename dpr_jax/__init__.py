@@ -4,8 +4,8 @@ Layers, lowest first; a module imports only from its own layer or lower ones (ch
 ``tests/test_architecture.py``, imports inside functions included, and no cycles):
 
 1. infrastructure: ``errors`` (the one user-facing error type), ``storage`` (local paths and
-   ``gs://`` URLs: atomic writes, ranged reads, local copies; ``io_utils`` re-exports its atomic
-   writes for older imports), ``settings`` (where shared data lives), ``mesh`` (the one place device
+   ``gs://`` URLs: every file access goes through it - atomic writes, ranged reads, local copies),
+   ``settings`` (where shared data lives), ``mesh`` (the one place device
    meshes and shardings are made), ``distributed`` (multi-process start-up), ``checkpoint`` (orbax,
    read by training and inference alike);
 2. ``eval``: DPR's ``has_answer`` and retrieval metrics, pure functions over runs;

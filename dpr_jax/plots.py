@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
+from dpr_jax import storage
 from dpr_jax.errors import DprJaxError
-from dpr_jax.io_utils import atomic_path
 
 QUESTION_COLOR = "#1f6fd1"  # blue
 POSITIVE_COLOR = "#e8590c"  # orange
@@ -46,15 +47,17 @@ def new_figure(width: float, height: float):
 
 
 def save_png(fig, out, dpi: int = 100) -> Path:
-    """Write ``fig`` as a PNG to ``out`` (temporary name, then rename)."""
-    out = Path(out)
-    with atomic_path(out) as tmp:
+    """Write ``fig`` as a PNG to ``out``, local or a URL (:func:`dpr_jax.storage.atomic_path`)."""
+    out = storage.as_path(out)
+    with storage.atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
     return out
 
 
 def model_label(source: str) -> str:
     """A short name for a model spec: a directory's name, or the hub name as given."""
+    if storage.is_remote(source):
+        return storage.as_path(source).name
     path = Path(source)
     return path.name if path.exists() else source
 
@@ -137,13 +140,13 @@ def select_sample(questions: Sequence, passages: Iterable, *, sample: int = 200,
 def _as_questions(questions):
     from dpr_jax.data.questions import read_questions
 
-    return read_questions(questions) if isinstance(questions, (str, Path)) else list(questions)
+    return read_questions(questions) if isinstance(questions, (str, os.PathLike)) else list(questions)
 
 
 def _as_passages(passages):
     from dpr_jax.data.passages import read_passages
 
-    return read_passages(passages) if isinstance(passages, (str, Path)) else passages
+    return read_passages(passages) if isinstance(passages, (str, os.PathLike)) else passages
 
 
 def plot_embeddings(loaded, questions, passages, out=None, *, sample: int = 200, others: int = 100,
@@ -270,9 +273,9 @@ def plot_training(workdir, out=None, *, title: str | None = None, dpi: int = 100
         if len(series) > 1 or panel_title.startswith("retrieval"):
             ax.legend(fontsize="small")
         ax.grid(True, alpha=0.3)
-    run = Path(workdir)
+    run = storage.absolute(workdir)
     run = run.parent if run.is_file() else run
-    fig.suptitle(title or f"training run {run.absolute().name}")
+    fig.suptitle(title or f"training run {run.name}")
     fig.tight_layout()
     if out is not None:
         save_png(fig, out, dpi)

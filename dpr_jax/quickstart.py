@@ -24,8 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from dpr_jax import storage
 from dpr_jax.errors import DprJaxError
-from dpr_jax.io_utils import atomic_open, write_json
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 KS = (1, 5, 20, 100)
@@ -50,7 +50,7 @@ def config_path(name: str) -> Path:
     return path
 
 
-def _run(argv: list[str], done: Path | None) -> None:
+def _run(argv: list[str], done) -> None:
     """Run one ``dpr-jax`` command in-process, unless ``done`` already exists.
 
     The command's own module parses ``argv`` and runs, exactly as ``dpr-jax`` would dispatch it (the
@@ -82,7 +82,7 @@ def _run(argv: list[str], done: Path | None) -> None:
     print(f"  ({time.time() - start:.0f} s)", file=sys.stderr, flush=True)
 
 
-def _dense(model: str, data: Path, work: Path, name: str, max_length: int) -> Path:
+def _dense(model: str, data, work, name: str, max_length: int):
     index, run = work / "index" / name, work / "runs" / f"{name}.json"
     _run(["encode", "--model", model, "--passages", str(data / "passages.jsonl"), "--out", str(index),
           "--max-length", str(max_length)], index / "meta.json")
@@ -98,7 +98,7 @@ def run_quickstart(workdir="runs/quickstart", squad: str | None = None, train_st
     from dpr_jax.index.runs import read_run
     from dpr_jax.eval.metrics import evaluate_run
 
-    work = Path(workdir)
+    work = storage.as_path(workdir)
     data, runs = work / "data", work / "runs"
     started = time.time()
     squad_args = ["--squad", squad] if squad else []
@@ -129,9 +129,9 @@ def run_quickstart(workdir="runs/quickstart", squad: str | None = None, train_st
 
     results = {name: evaluate_run(read_run(path), ks=KS) for name, path in methods.items()}
     table = format_table(results, KS)
-    write_json(work / "results.json", {"results": results, "runs": {k: str(v) for k, v in methods.items()},
+    storage.write_json(work / "results.json", {"results": results, "runs": {k: str(v) for k, v in methods.items()},
                                        "seconds": round(time.time() - started)})
-    with atomic_open(work / "results.md") as f:
+    with storage.atomic_open(work / "results.md") as f:
         f.write(f"SQuAD v1.1 dev, 12 held-out articles ({next(iter(results.values()))['num_questions']} questions),"
                 f" corpus of all 2,067 paragraphs.\n\n{table}\n")
     _plots(work, data, skip_train)
@@ -139,7 +139,7 @@ def run_quickstart(workdir="runs/quickstart", squad: str | None = None, train_st
     return results
 
 
-def _plots(work: Path, data: Path, skip_train: bool) -> None:
+def _plots(work, data, skip_train: bool) -> None:
     """The embedding-space picture (fine-tuned model, else zero-shot) and the training curves."""
     from dpr_jax import plots
     from dpr_jax.models.loading import load_model
@@ -151,4 +151,4 @@ def _plots(work: Path, data: Path, skip_train: bool) -> None:
 
 
 def load_results(workdir) -> dict:
-    return json.loads((Path(workdir) / "results.json").read_text())["results"]
+    return json.loads((storage.as_path(workdir) / "results.json").read_text(encoding="utf-8"))["results"]

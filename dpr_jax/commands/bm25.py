@@ -1,7 +1,9 @@
 """BM25 retrieval for a question file over a passages file (bm25s, pyserini's k1=0.9, b=0.4).
 
-The index is built on first use and cached in ``<passages>.bm25/`` (or --index-dir); it is rebuilt
-when the passages file or the settings change. The run is written as DPR result JSON with each
+The index is built on first use and cached in ``<passages>.bm25/`` (or --index-dir); for a
+``gs://`` passages file the default cache is local (``~/.cache/dpr-jax/bm25/``, keyed by the URL).
+It is rebuilt when the passages file (its size and mtime, or its object generation) or the settings
+change. The run is written as DPR result JSON with each
 hit's title, text and has_answer (or as a TREC run with --trec), ready for ``dpr-jax evaluate``
 and ``dpr-jax hybrid``.
 """
@@ -17,7 +19,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--qrels", help="BEIR qrels TSV giving the positive passage ids")
     parser.add_argument("--k", type=int, default=100, help="hits per question (default 100)")
     parser.add_argument("--out", required=True, help="run file to write")
-    parser.add_argument("--index-dir", help="where the BM25 index is cached (default <passages>.bm25/)")
+    parser.add_argument("--index-dir", help="where the BM25 index is cached, local or gs:// (default <passages>.bm25/; "
+                             "for a gs:// corpus a local cache)")
     parser.add_argument("--trec", action="store_true", help="write a TREC run instead of DPR JSON")
     parser.add_argument("--k1", type=float, default=0.9, help="BM25 k1 (default 0.9, pyserini's)")
     parser.add_argument("--b", type=float, default=0.4, help="BM25 b (default 0.4, pyserini's)")

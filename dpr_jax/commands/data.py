@@ -49,13 +49,11 @@ def run(args) -> int:
 
 
 def _run_squad(args) -> int:
-    from pathlib import Path
-
-    from dpr_jax import settings
+    from dpr_jax import settings, storage
     from dpr_jax.data.squad import DEFAULT_EVAL_ARTICLES, fetch_squad_dev, prepare_squad
     from dpr_jax.errors import DprJaxError
 
-    squad = Path(args.squad) if args.squad else settings.squad_dev_path()
+    squad = storage.as_path(args.squad) if args.squad else settings.squad_dev_path()
     if not squad.exists():
         if not args.download:
             raise DprJaxError(

@@ -35,12 +35,10 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
+    from dpr_jax import storage
     from dpr_jax.errors import DprJaxError
     from dpr_jax.eval.metrics import evaluate_run, format_table
     from dpr_jax.index.runs import attach_passages, read_run
-    from dpr_jax.io_utils import write_json
 
     questions = None
     if args.questions:
@@ -57,9 +55,9 @@ def run(args) -> int:
         raise DprJaxError(f"{args.run}: no question has answers or positive ids to evaluate against"
                           + ("" if questions else "; pass --questions"))
     metrics = evaluate_run(entries, ks=args.k, match=args.match)
-    name = args.name or Path(args.run).name
+    name = args.name or storage.as_path(args.run).name
     print(format_table({name: metrics}, ks=args.k))
     print(f"\n{metrics['num_questions']} questions, {metrics['num_with_positive_ids']} with positive ids")
     if args.out:
-        write_json(args.out, metrics | {"run": str(args.run), "match": args.match})
+        storage.write_json(args.out, metrics | {"run": str(args.run), "match": args.match})
     return 0

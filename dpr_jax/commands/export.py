@@ -31,14 +31,15 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     import sys
-    from pathlib import Path
 
+    from dpr_jax import storage
     from dpr_jax.errors import DprJaxError
     from dpr_jax.models import run_dir
     from dpr_jax.models.export import export_model
     from dpr_jax.models.loading import load_model
 
-    spec = Path(args.workdir).expanduser()
+    spec = storage.as_path(args.workdir)
+    spec = spec if storage.is_remote(spec) else spec.expanduser()
     provenance = {}
     if run_dir.has_checkpoint_dir(spec):  # a run directory: record which checkpoint was exported
         provenance["checkpoint_step"] = run_dir.resolve_step(spec, args.step)

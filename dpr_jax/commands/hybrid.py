@@ -27,8 +27,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     import sys
-    from pathlib import Path
-
+    from dpr_jax import storage
     from dpr_jax.index.hybrid import fuse
     from dpr_jax.index.runs import read_run, write_dpr_run, write_trec_run
 
@@ -41,7 +40,7 @@ def run(args) -> int:
     sparse = read_run(args.sparse, questions)
     fused = fuse(dense, sparse, alpha=args.alpha, normalization=args.normalize,
                  weight_on_dense=args.weight_on_dense, k=args.k)
-    if Path(args.out).suffix in (".trec", ".txt"):
+    if storage.as_path(args.out).suffix in (".trec", ".txt"):
         write_trec_run(args.out, fused, tag="hybrid")
     else:
         write_dpr_run(args.out, fused, include_text=not args.no_text)

@@ -26,7 +26,7 @@ def add_arguments(parser) -> None:
     add_model_arguments(parser, default_max_length=64, required=False,
                         model_help="dense: the model that ranks (HF directory or hub name, run directory, export)")
     parser.add_argument("--index", help="dense: encoded corpus directory (from `dpr-jax encode`)")
-    parser.add_argument("--index-dir", help="bm25: index cache directory (default <passages>.bm25/)")
+    parser.add_argument("--index-dir", help="bm25: index cache directory (default <passages>.bm25/; for a gs:// corpus a local cache)")
     parser.add_argument("--num", type=int, default=30, help="hard negatives per question (default 30)")
     parser.add_argument("--depth", type=int, default=100, help="passages retrieved per question (default 100)")
     parser.add_argument("--match", choices=("string", "regex"), default="string", help="answer matching")

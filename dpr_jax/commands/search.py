@@ -38,8 +38,8 @@ def add_arguments(parser):
 
 def run(args) -> int:
     import sys
-    from pathlib import Path
 
+    from dpr_jax import storage
     from dpr_jax.data.questions import read_questions
     from dpr_jax.distributed import initialize_from_args, is_main_process
     from dpr_jax.index.retrieve import search_questions
@@ -58,7 +58,7 @@ def run(args) -> int:
         write_trec_run(args.out, entries)
     else:
         passages = args.passages or read_meta(args.index).get("passages")
-        if passages and Path(passages).exists():
+        if passages and storage.as_path(passages).exists():
             entries = attach_passages(entries, passages, match=args.match)
         else:
             print("note: passages file unknown; ctxs carry ids and scores only", file=sys.stderr)

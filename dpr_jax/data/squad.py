@@ -25,11 +25,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from dpr_jax import settings
+from dpr_jax import settings, storage
 from dpr_jax.data.records import Passage, TrainRecord
 from dpr_jax.data.training_data import write_training_records
 from dpr_jax.errors import DprJaxError, InputError
-from dpr_jax.io_utils import atomic_path, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +62,7 @@ def display_title(title: str) -> str:
 
 def sha256_file(path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with storage.open_read(path) as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
@@ -88,12 +87,10 @@ def load_squad(squad_file) -> list[dict]:
     Only the fields the benchmark uses are checked and kept; a problem names its JSON path
     (``data[3].paragraphs[5].qas[2].answers``).
     """
-    path = Path(squad_file)
+    path = storage.as_path(squad_file)
     try:
-        with open(path, encoding="utf-8") as f:
+        with storage.open_read(path, "r") as f:
             root = json.load(f)
-    except FileNotFoundError:
-        raise InputError(path, "file not found") from None
     except json.JSONDecodeError as e:
         raise InputError(path, f"malformed JSON: {e.msg} (column {e.colno})", line=e.lineno) from None
     except UnicodeDecodeError as e:
@@ -196,8 +193,8 @@ def prepare_squad(squad_file, out_dir, eval_articles=DEFAULT_EVAL_ARTICLES) -> d
     Each file is written atomically; ``split.json`` is written last, so its presence means the set
     is complete.
     """
-    squad_file = Path(squad_file)
-    out_dir = Path(out_dir)
+    squad_file = storage.as_path(squad_file)
+    out_dir = storage.as_path(out_dir)
     articles = load_squad(squad_file)
     titles = [a["title"] for a in articles]
     if isinstance(eval_articles, str):
@@ -226,10 +223,10 @@ def prepare_squad(squad_file, out_dir, eval_articles=DEFAULT_EVAL_ARTICLES) -> d
                                                      positives=(passage,)))
                     train_ids.append(qa["id"])
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_jsonl(out_dir / "passages.jsonl", passages)
+    storage.make_dirs(out_dir)
+    storage.write_jsonl(out_dir / "passages.jsonl", passages)
     write_training_records(out_dir / "train.jsonl", train_records, ids=train_ids)
-    write_jsonl(out_dir / "eval.jsonl", eval_rows)
+    storage.write_jsonl(out_dir / "eval.jsonl", eval_rows)
     eval_list = [t for t in titles if t in eval_set]
     train_list = [t for t in titles if t not in eval_set]
     split = {
@@ -250,7 +247,7 @@ def prepare_squad(squad_file, out_dir, eval_articles=DEFAULT_EVAL_ARTICLES) -> d
     if split["source_sha256"] != settings.SQUAD_DEV_SHA256:
         log.warning("%s is not the official SQuAD v1.1 dev set (sha256 differs); numbers will not be "
                     "comparable with the published benchmark", squad_file)
-    write_json(out_dir / "split.json", split)
+    storage.write_json(out_dir / "split.json", split)
     return split
 
 
@@ -261,10 +258,10 @@ def fetch_squad_dev(dest, url: str = settings.SQUAD_DEV_URL, sha256: str = setti
     Raises :class:`DprJaxError` when the download fails (e.g. offline) or the checksum differs;
     ``dest`` is then left untouched.
     """
-    dest = Path(dest)
+    dest = storage.as_path(dest)
     h = hashlib.sha256()
     try:
-        with atomic_path(dest) as tmp:
+        with storage.atomic_path(dest) as tmp:
             with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as f:
                 while chunk := resp.read(1 << 16):
                     h.update(chunk)

@@ -1,7 +1,7 @@
 """Reading text files line by line with located problems: the layer every input reader sits on.
 
 Corpora, question sets and training files share the same mechanics, kept here once: opening a
-file that may be gzipped, decoding UTF-8 line by line so a bad byte is reported on its own line
+file that may be gzipped and may be local or on a bucket (:func:`dpr_jax.storage.open_read`), decoding UTF-8 line by line so a bad byte is reported on its own line
 (:func:`iter_text_lines`, :func:`read_text`), sniffing the first record (:func:`first_nonblank_line`,
 :func:`base_suffix`), counting lines for progress bars (:func:`count_lines`), tab-separated rows
 read with DPR's ``csv`` settings (:func:`iter_tsv_rows`), JSON records from a JSON array or JSON
@@ -20,9 +20,9 @@ import dataclasses
 import gzip
 import json
 import sys
-from pathlib import Path
 from typing import Iterator
 
+from dpr_jax import storage
 from dpr_jax.errors import InputError
 
 # DPR raises the csv field limit the same way: Wikipedia blocks can exceed the 128 KiB default.
@@ -48,23 +48,15 @@ class Problem:
 
 def base_suffix(path) -> str:
     """The file's extension ignoring a trailing ``.gz`` (``corpus.jsonl.gz`` -> ``.jsonl``)."""
-    p = Path(path)
+    p = storage.as_path(path)
     if p.suffix == ".gz":
         p = p.with_suffix("")
     return p.suffix.lower()
 
 
 def _open_binary(path):
-    """Open a file (gunzipping ``.gz``) for binary reading; a missing file becomes an InputError."""
-    path = Path(path)
-    try:
-        return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
-    except FileNotFoundError:
-        raise InputError(path, "file not found") from None
-    except IsADirectoryError:
-        raise InputError(path, "is a directory, expected a file") from None
-    except OSError as e:
-        raise InputError(path, f"cannot open: {e.strerror or e}") from None
+    """Open a local file or an object (gunzipping ``.gz``) for binary reading; a missing file becomes an InputError."""
+    return storage.open_read(path)
 
 
 def iter_text_lines(path) -> Iterator[str]:
@@ -116,19 +108,15 @@ def count_lines(path) -> int:
     Fast (binary chunks, no decoding); meant for progress-bar totals. For a TSV with a header the
     number of passages is one less.
     """
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
     n = 0
     last = b"\n"
-    try:
-        with opener(path, "rb") as f:
+    with _open_binary(path) as f:
+        try:
             while chunk := f.read(1 << 20):
                 n += chunk.count(b"\n")
                 last = chunk[-1:]
-    except FileNotFoundError:
-        raise InputError(path, "file not found") from None
-    except (OSError, EOFError) as e:
-        raise InputError(path, f"cannot read: {e}") from None
+        except (OSError, EOFError) as e:
+            raise InputError(path, f"cannot read: {e}") from None
     return n + (last != b"\n")
 
 

@@ -26,13 +26,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-from pathlib import Path
 from typing import Iterable
 
+from dpr_jax import storage
 from dpr_jax.data.records import Passage, TrainRecord
 from dpr_jax.data.textfiles import Problem, iter_json_records
 from dpr_jax.errors import InputError
-from dpr_jax.io_utils import atomic_open
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +181,7 @@ def write_training_records(path, records: Iterable[TrainRecord], *, ids: Iterabl
     """
     ids_iter = iter(ids) if ids is not None else None
     n = 0
-    with atomic_open(Path(path)) as f:
+    with storage.atomic_open(path) as f:
         for rec in records:
             rid = next(ids_iter) if ids_iter is not None else None
             f.write(json.dumps(train_record_to_dict(rec, record_id=rid), ensure_ascii=False))

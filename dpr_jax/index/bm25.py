@@ -6,24 +6,32 @@ The sparse baseline of the DPR paper is BM25 via Lucene; pyserini's defaults for
 words are dropped and the rest are Snowball-stemmed (PyStemmer), like Lucene's English analyzer.
 
 Building is streaming: passages are tokenised one by one, only token ids are kept. An index is
-saved as a directory (written under a temporary name and renamed into place) holding the ``bm25s``
-matrices, the tokenizer vocabulary, the passage ids and ``meta.json`` (settings plus the size and
-mtime of the passages file it was built from), which :func:`open_or_build` uses to decide whether
-a cached index is still valid.
+saved as a directory (written under a temporary name and renamed into place, or uploaded with
+``meta.json`` last) holding the ``bm25s`` matrices, the tokenizer vocabulary, the passage ids and
+``meta.json`` (settings plus the fingerprint of the passages file it was built from: size and
+mtime, or for a URL the object's generation), which :func:`open_or_build` uses to decide whether a
+cached index is still valid.
+
+Where the cache lives: ``<passages>.bm25/`` next to a local corpus. For a corpus on a bucket
+(``gs://...``) it is a *local* directory under :func:`dpr_jax.storage.cache_root` keyed by the
+corpus URL, and stale once the object's generation changes. Corpora on buckets are often shared
+and read-only to their users (writing next to them would fail or surprise their owner), bm25s
+opens its files by name so a cache on the bucket would be downloaded before every use anyway, and
+BM25 runs on one host. ``--index-dir gs://...`` still puts the cache on a bucket when wanted (to
+share one build between machines): saved by upload, loaded from a cached local copy.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 
+from dpr_jax import storage
 from dpr_jax.errors import DprJaxError, InputError
 
 FORMAT_VERSION = 1
@@ -69,9 +77,8 @@ def _passage_text(p) -> str:
 
 
 def file_fingerprint(path) -> dict:
-    """Size and modification time of a file: a change means a cached index is stale."""
-    st = os.stat(path)
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    """Size and modification time (for a URL: size and generation) of a file: a change means a cached index is stale."""
+    return storage.fingerprint(path)
 
 
 class BM25Index:
@@ -128,36 +135,23 @@ class BM25Index:
                 "num_passages": len(self.ids)}
 
     def save(self, index_dir) -> None:
-        """Write the index to ``index_dir`` atomically (a temporary directory renamed into place)."""
-        index_dir = Path(index_dir)
-        index_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{index_dir.name}.", suffix=".tmp", dir=index_dir.parent))
-        try:
+        """Write the index to ``index_dir`` (local or a URL) atomically, ``meta.json`` marking it complete."""
+        with storage.atomic_path(index_dir, last=META_FILE) as tmp:
+            tmp.mkdir()
             self.retriever.save(tmp, show_progress=False)
             self.tokenizer.save_vocab(tmp)
             self.tokenizer.save_stopwords(tmp)
             with open(tmp / IDS_FILE, "w", encoding="utf-8") as f:
                 json.dump(self.ids, f, ensure_ascii=False)
-            with open(tmp / META_FILE, "w", encoding="utf-8") as f:  # written last: marks a complete index
+            with open(tmp / META_FILE, "w", encoding="utf-8") as f:
                 json.dump(self.meta(), f, indent=2)
-            old = None
-            if index_dir.exists():
-                old = index_dir.with_name(f".{index_dir.name}.old-{os.getpid()}")
-                os.replace(index_dir, old)
-            os.replace(tmp, index_dir)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
 
     @staticmethod
     def read_meta(index_dir) -> dict | None:
         """The ``meta.json`` of a saved index, or None if there is no complete index there."""
-        path = Path(index_dir) / META_FILE
+        path = storage.as_path(index_dir) / META_FILE
         try:
-            with open(path, encoding="utf-8") as f:
-                return json.load(f)
+            return json.loads(path.read_text(encoding="utf-8"))
         except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
             return None
 
@@ -166,13 +160,13 @@ class BM25Index:
         """Load an index saved by :meth:`save`."""
         import bm25s
 
-        index_dir = Path(index_dir)
         meta = cls.read_meta(index_dir)
         if meta is None:
             raise InputError(index_dir, f"not a dpr-jax BM25 index (no readable {META_FILE})")
         if meta.get("format_version") != FORMAT_VERSION:
             raise InputError(index_dir, f"BM25 index format {meta.get('format_version')} is not "
                                         f"{FORMAT_VERSION}; rebuild it")
+        index_dir = storage.cached_copy(index_dir)  # bm25s opens its files by name
         settings = BM25Settings(**meta["settings"])
         retriever = bm25s.BM25.load(index_dir, show_progress=False)
         tokenizer = _make_tokenizer(settings)
@@ -226,8 +220,15 @@ class BM25Index:
 
 
 def default_cache_dir(passages_path) -> Path:
-    """``<passages file>.bm25/``: where :func:`open_or_build` keeps the index by default."""
-    p = Path(passages_path)
+    """Where :func:`open_or_build` keeps the index by default (see the module docstring for why).
+
+    ``<passages file>.bm25/`` for a local file; for a URL,
+    ``<storage.cache_root()>/bm25/<hash of the URL>/<file name>.bm25/`` on this machine.
+    """
+    p = storage.as_path(passages_path)
+    if storage.is_remote(p):
+        key = hashlib.sha256(str(p).encode()).hexdigest()[:24]
+        return storage.cache_root() / "bm25" / key / f"{p.name}.bm25"
     return p.with_name(p.name + ".bm25")
 
 
@@ -239,10 +240,10 @@ def open_or_build(passages_path, cache_dir=None, *, k1: float = 0.9, b: float = 
     The cache is stale when the passages file's size or mtime, the settings, the index format or
     the bm25s version differ from what ``meta.json`` records.
     """
-    passages_path = Path(passages_path)
+    passages_path = storage.as_path(passages_path)
     if not passages_path.is_file():
         raise InputError(passages_path, "passages file not found")
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(passages_path)
+    cache_dir = storage.as_path(cache_dir) if cache_dir is not None else default_cache_dir(passages_path)
     settings = BM25Settings(k1=float(k1), b=float(b), stemmer=stemmer, stopwords=stopwords)
     wanted = {"format_version": FORMAT_VERSION, "bm25s_version": _bm25s_version(),
               "settings": dataclasses.asdict(settings), "source": file_fingerprint(passages_path)}

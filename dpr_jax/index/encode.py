@@ -17,18 +17,17 @@ from __future__ import annotations
 import functools
 import itertools
 import sys
-from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from dpr_jax import storage
 from dpr_jax.data.passages import estimate_passage_count, read_passages
 from dpr_jax.errors import DprJaxError
 from dpr_jax.index import store
 from dpr_jax.index.id_check import check_unique_shard_ids
-from dpr_jax.io_utils import write_json
 from dpr_jax.mesh import data_sharding, make_local_mesh, replicate, round_up_to_devices
 from dpr_jax.models.functional import SIDES, FunctionalModel
 from dpr_jax.models.tokenizer import passage_inputs
@@ -132,11 +131,11 @@ def encode_corpus(loaded, passages_path, out_dir, *, shard: tuple[int, int] = (0
     """Encode ``passages_path`` into ``out_dir`` shards; returns a summary (count, shards written/skipped, meta or None)."""
     if out_dtype not in ("float16", "float32"):
         raise DprJaxError(f"--dtype must be float16 or float32, not {out_dtype!r}")
-    out_dir = Path(out_dir)
+    out_dir = storage.as_path(out_dir)
     job, num_jobs = shard
     encoder = TextEncoder(loaded, batch_size=batch_size, max_length=max_length, mesh=mesh)
     settings = {**loaded.describe(), "max_length": max_length, "dtype": out_dtype, "block_size": block_size,
-                "passages": str(Path(passages_path).resolve())}
+                "passages": str(_absolute_resolved(passages_path))}
     _check_settings(out_dir, settings)
 
     total = estimate_passage_count(passages_path)
@@ -164,16 +163,22 @@ def encode_corpus(loaded, passages_path, out_dir, *, shard: tuple[int, int] = (0
     return {"count": count, "written": written, "skipped": skipped, "num_shards": num_shards, "meta": meta}
 
 
-def _check_settings(out_dir: Path, settings: dict) -> None:
+def _absolute_resolved(path):
+    """A local path made absolute with symlinks resolved; a URL as it is."""
+    p = storage.as_path(path)
+    return p if storage.is_remote(p) else p.resolve()
+
+
+def _check_settings(out_dir, settings: dict) -> None:
     """Refuse to resume into an index started with another model or settings (shards would not mix)."""
     path = out_dir / "encode-settings.json"
     if path.exists():
         import json
 
-        previous = json.loads(path.read_text())
+        previous = json.loads(path.read_text(encoding="utf-8"))
         diff = {k: (previous.get(k), v) for k, v in settings.items() if previous.get(k) != v}
         if diff:
             detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
             raise DprJaxError(f"{out_dir} was started with other settings ({detail}); use a new --out directory")
     else:
-        write_json(path, settings)
+        storage.write_json(path, settings)

@@ -22,12 +22,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from pathlib import Path
 from typing import Iterable, Sequence
 
+from dpr_jax import storage
 from dpr_jax.data.records import Passage, Question
 from dpr_jax.errors import DprJaxError, InputError
-from dpr_jax.io_utils import atomic_open
 
 
 @dataclasses.dataclass
@@ -59,7 +58,7 @@ def write_dpr_run(path, entries: Sequence[RunEntry], include_text: bool = True) 
     ``include_text=False`` leaves out each hit's title and text (a 100-hit run over 10k questions
     shrinks from ~1 GB to a few tens of MB); ``has_answer`` is kept, so it still evaluates.
     """
-    with atomic_open(path) as f:
+    with storage.atomic_open(path) as f:
         f.write("[\n")
         for i, e in enumerate(entries):
             q = e.question
@@ -83,7 +82,7 @@ def write_trec_run(path, entries: Sequence[RunEntry], tag: str = "dpr-jax") -> N
     """Write ``entries`` as a TREC run (``qid Q0 docid rank score tag``), atomically."""
     if not tag or any(c.isspace() for c in tag):
         raise DprJaxError(f"TREC run tag must be one word, got {tag!r}")
-    with atomic_open(path) as f:
+    with storage.atomic_open(path) as f:
         for e in entries:
             qid = e.question.id
             if not qid or any(c.isspace() for c in qid):
@@ -105,11 +104,11 @@ def read_run(path, questions: Sequence[Question] | None = None) -> list[RunEntry
     order (a question with no line in the run gets no hits); without it entries carry only ids.
     For a JSON run, ``questions`` (matched by id) fills in answers and positive ids the file lacks.
     """
-    path = Path(path)
+    path = storage.as_path(path)
     if not path.is_file():
         raise InputError(path, "run file not found")
-    with open(path, encoding="utf-8") as f:
-        head = f.read(4096).lstrip()
+    with storage.open_read(path) as f:
+        head = f.read(4096).decode("utf-8", errors="replace").lstrip()
     if head.startswith(("[", "{")):
         entries = _read_dpr_json(path)
         return _merge_questions(path, entries, questions) if questions is not None else entries
@@ -125,9 +124,9 @@ def _as_str_list(path, value, index: int, field: str) -> tuple[str, ...]:
     return tuple(str(v) for v in value)
 
 
-def _read_dpr_json(path: Path) -> list[RunEntry]:
+def _read_dpr_json(path) -> list[RunEntry]:
     try:
-        with open(path, encoding="utf-8") as f:
+        with storage.open_read(path, "r") as f:
             data = json.load(f)
     except json.JSONDecodeError as e:
         raise InputError(path, f"invalid JSON: {e.msg}", line=e.lineno) from None
@@ -183,9 +182,9 @@ def _merge_questions(path, entries: list[RunEntry], questions: Sequence[Question
     return out
 
 
-def _read_trec(path: Path, questions: Sequence[Question] | None) -> list[RunEntry]:
+def _read_trec(path, questions: Sequence[Question] | None) -> list[RunEntry]:
     per_query: dict[str, list[tuple[float, int, str]]] = {}
-    with open(path, encoding="utf-8") as f:
+    with storage.open_read(path, "r") as f:
         for lineno, line in enumerate(f, start=1):
             parts = line.split()
             if not parts:

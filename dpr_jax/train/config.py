@@ -14,11 +14,11 @@ import ast
 import difflib
 import importlib.util
 import json
-from pathlib import Path
 from typing import Sequence
 
 import ml_collections
 
+from dpr_jax import storage
 from dpr_jax.errors import DprJaxError
 from dpr_jax.train.loss import KINDS as LOSS_KINDS
 
@@ -197,16 +197,17 @@ def apply_overrides(config: ml_collections.ConfigDict, args: Sequence[str]) -> m
 
 
 def load_config_file(path) -> ml_collections.ConfigDict:
-    """Run a config file's ``get_config()``."""
-    path = Path(path)
+    """Run a config file's ``get_config()`` (a local file, or a URL run from a cached local copy)."""
+    path = storage.as_path(path)
     if not path.is_file():
         raise DprJaxError(f"config file {path} does not exist")
-    spec = importlib.util.spec_from_file_location(f"dpr_jax_config_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except SyntaxError as e:
-        raise DprJaxError(f"{path}:{e.lineno}: syntax error: {e.msg}") from None
+    with storage.local_copy(path) as local:
+        spec = importlib.util.spec_from_file_location(f"dpr_jax_config_{path.stem}", local)
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+        except SyntaxError as e:
+            raise DprJaxError(f"{path}:{e.lineno}: syntax error: {e.msg}") from None
     if not hasattr(module, "get_config"):
         raise DprJaxError(f"{path}: no get_config() function")
     config = module.get_config()

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dpr_jax import distributed
+from dpr_jax import distributed, storage
 from dpr_jax.checkpoint import Checkpointer
 from dpr_jax.errors import DprJaxError
 from dpr_jax.mesh import global_batch, make_mesh, replicate
@@ -48,7 +48,7 @@ from dpr_jax.train.step import init_train_state, make_train_step
 class TrainResult:
     """How a call to :func:`train` ended."""
 
-    workdir: Path
+    workdir: Path  # an etils epath.Path for a gs:// workdir
     start_step: int  # step the run (re)started from
     final_step: int  # completed steps at the end (the last checkpoint's step)
     total_steps: int
@@ -61,17 +61,35 @@ class TrainResult:
 
 
 class MetricsLog:
-    """``metrics.jsonl``, appended by process 0; on resume, rows past the restored step are dropped."""
+    """``metrics.jsonl``, appended by process 0; on resume, rows past the restored step are dropped.
 
-    def __init__(self, workdir: Path, start_step: int):
+    Locally each row is appended at once. An object in a bucket cannot be appended to (each append
+    rewrites the whole object, :func:`dpr_jax.storage.append_text`), so for a ``gs://`` workdir rows
+    are buffered and written every ``flush_seconds``, at each checkpoint and at the end. Rows lost
+    with a killed process lie after the last checkpoint: the resumed run logs those steps again.
+    """
+
+    def __init__(self, workdir, start_step: int, flush_seconds: float = 60.0):
         self.workdir = workdir
         self.enabled = distributed.is_main_process()
+        self.buffered = storage.is_remote(workdir)
+        self.flush_seconds = flush_seconds
+        self._rows: list[dict] = []
+        self._flushed_at = time.monotonic()
         if self.enabled:
             run_dir.truncate_metrics(workdir, start_step)
 
     def write(self, row: dict) -> None:
         if self.enabled:
-            run_dir.append_metrics(self.workdir, row)
+            self._rows.append(row)
+            if not self.buffered or time.monotonic() - self._flushed_at >= self.flush_seconds:
+                self.flush()
+
+    def flush(self) -> None:
+        if self._rows:
+            run_dir.append_metrics(self.workdir, self._rows)
+            self._rows = []
+        self._flushed_at = time.monotonic()
 
 
 class StopSignal:
@@ -122,10 +140,10 @@ def train(config, workdir, *, progress: bool = True) -> TrainResult:
     """Train (or resume training) the run in ``workdir`` as ``config`` says."""
     from tqdm.auto import tqdm
 
-    workdir = Path(workdir).absolute()
+    workdir = storage.absolute(workdir)  # never Path(): pathlib turns gs://b/x into the local ./gs:/b/x
     main = distributed.is_main_process()
     if main:
-        workdir.mkdir(parents=True, exist_ok=True)
+        storage.make_dirs(workdir)
     distributed.sync("dpr_jax_workdir")
     mesh = make_mesh(config.train.num_devices or None)
 
@@ -139,6 +157,7 @@ def train(config, workdir, *, progress: bool = True) -> TrainResult:
 
     checkpointer = Checkpointer(run_dir.checkpoint_dir(workdir), keep=t.keep_checkpoints,
                                 async_save=t.async_checkpoints)
+    metrics_log = None
     try:
         start = 0
         if checkpointer.latest_step() is not None:
@@ -205,6 +224,7 @@ def train(config, workdir, *, progress: bool = True) -> TrainResult:
                     _log(f"step {n}: " + ", ".join(f"{k}={v:.4f}" for k, v in result.items()))
                     window.reset_timer()
                 if save_now or stop_now:
+                    metrics_log.flush()  # before the checkpoint: a resume never lacks rows up to its step
                     save(n)
                     window.reset_timer()
                 if stop_now:
@@ -216,6 +236,8 @@ def train(config, workdir, *, progress: bool = True) -> TrainResult:
         checkpointer.wait()
         return TrainResult(workdir, start, n, total_steps, preempted, last_log)
     finally:
+        if metrics_log is not None:
+            metrics_log.flush()
         checkpointer.wait()
         checkpointer.close()
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import optax
 
-from dpr_jax import distributed
+from dpr_jax import distributed, storage
 from dpr_jax.data.batches import BatchSpec, TrainBatches
 from dpr_jax.errors import DprJaxError
 from dpr_jax.models import run_dir
@@ -35,6 +35,8 @@ from dpr_jax.train.step import StepOptions
 
 @dataclasses.dataclass
 class DataPaths:
+    """Where the data is: local :class:`~pathlib.Path` objects, or etils ``epath.Path`` for URLs."""
+
     train: Path
     eval_questions: Path | None
     eval_passages: Path | None
@@ -61,9 +63,12 @@ def log(msg: str) -> None:
         print(f"[dpr-jax train] {msg}", file=sys.stderr, flush=True)
 
 
-def resolve_data(config, workdir: Path) -> DataPaths:
-    """Where the training records and the eval set are, preparing the SQuAD split if asked."""
-    d = Path(config.data.dir) if config.data.dir else None
+def resolve_data(config, workdir) -> DataPaths:
+    """Where the training records and the eval set are, preparing the SQuAD split if asked.
+
+    Every path may be local or a URL (``gs://``); the split goes into ``WORKDIR/data`` either way.
+    """
+    d = storage.as_path(config.data.dir) if config.data.dir else None
     if not config.data.train and d is None:
         if not config.data.prepare_squad:
             raise DprJaxError("no training data: set --config.data.train=FILE or --config.data.dir=DIR "
@@ -73,7 +78,7 @@ def resolve_data(config, workdir: Path) -> DataPaths:
             from dpr_jax import settings
             from dpr_jax.data.squad import prepare_squad
 
-            squad = Path(config.data.squad_file) if config.data.squad_file else settings.squad_dev_path()
+            squad = storage.as_path(config.data.squad_file) if config.data.squad_file else settings.squad_dev_path()
             if not squad.exists():
                 raise DprJaxError(f"SQuAD file {squad} not found: set --config.data.squad_file, DPR_JAX_DATA, "
                                   f"or --config.data.dir to a `dpr-jax data squad` output")
@@ -81,22 +86,22 @@ def resolve_data(config, workdir: Path) -> DataPaths:
                 log(f"preparing the SQuAD split from {squad} into {d}")
                 prepare_squad(squad, d)
             distributed.sync("dpr_jax_prepare_squad")
-    train = Path(config.data.train) if config.data.train else d / "train.jsonl"
+    train = storage.as_path(config.data.train) if config.data.train else d / "train.jsonl"
     if not train.exists():
         raise DprJaxError(f"training data {train} does not exist")
 
     def optional(explicit: str, name: str) -> Path | None:
         if explicit:
-            if not Path(explicit).exists():
+            if not storage.as_path(explicit).exists():
                 raise DprJaxError(f"eval file {explicit} does not exist")
-            return Path(explicit)
+            return storage.as_path(explicit)
         return d / name if d is not None and (d / name).exists() else None
 
     return DataPaths(train, optional(config.eval.questions, "eval.jsonl"), optional(config.eval.passages,
                                                                                      "passages.jsonl"))
 
 
-def read_records(path: Path, on_error: str, workdir: Path):
+def read_records(path, on_error: str, workdir):
     """Training records; with ``on_error="skip"`` the bad ones are reported (and listed in the workdir)."""
     from dpr_jax.data.training_data import read_training_records
 
@@ -206,7 +211,7 @@ def check_layout(config, mesh, group_size: int) -> None:
                               f"{per_device * group_size} passages per device")
 
 
-def prepare_run(config, workdir: Path, mesh) -> RunSetup:
+def prepare_run(config, workdir, mesh) -> RunSetup:
     """Data, initial model, batches, optimizer and step options of the run ``config`` describes.
 
     Process 0 writes ``config.json``, ``model.json`` and the tokenizer into ``workdir``.
