@@ -57,9 +57,19 @@ def gcs_emulator(tmp_path_factory):
 
     Its address goes into ``os.environ`` (``STORAGE_EMULATOR_HOST``, ``TENSORSTORE_GCS_HTTP_URL``),
     so gcsfs, etils epath, orbax/tensorstore and CLI subprocesses started by tests all use it.
+
+    A missing emulator fails the tests that need it (the ``test`` extra installs it, and a skip
+    would let CI pass without ever testing gs://); ``DPR_JAX_SKIP_GCS_TESTS=1`` skips them on
+    purpose.
     """
-    pytest.importorskip("gcp_storage_emulator")
-    pytest.importorskip("gcsfs")
+    if os.environ.get("DPR_JAX_SKIP_GCS_TESTS") == "1":
+        pytest.skip("DPR_JAX_SKIP_GCS_TESTS=1: gs:// tests skipped on request")
+    import importlib.util
+
+    for module, package in (("gcp_storage_emulator", "gcp-storage-emulator"), ("gcsfs", "gcsfs")):
+        if importlib.util.find_spec(module) is None:
+            pytest.fail(f"the gs:// tests need {package} (pip install -e '.[test]'); "
+                        f"set DPR_JAX_SKIP_GCS_TESTS=1 to skip them", pytrace=False)
     emulator = GcsEmulator(log_dir=tmp_path_factory.mktemp("gcs_emulator")).start()
     saved = {k: os.environ.get(k) for k in emulator.env()}
     os.environ.update(emulator.env())
