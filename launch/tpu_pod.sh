@@ -4,8 +4,9 @@
 #
 # Every worker runs the same command; dpr_jax.distributed.maybe_initialize() detects the TPU VM
 # and jax.distributed.initialize() finds the other workers through the TPU metadata, so no
-# coordinator flags are needed. Data and run directories should be on GCS (gs://...) or on a disk
-# every worker can read; each worker writes its own log, worker 0 writes summaries and outputs.
+# coordinator flags are needed. Data and run directories should be on GCS (gs://...: every dpr-jax
+# path may be one) or on a disk every worker can read; each worker writes its own log, worker 0
+# writes summaries and outputs.
 set -euo pipefail
 
 usage() {
@@ -39,7 +40,9 @@ Options (environment defaults in brackets):
 Example:
   launch/tpu_pod.sh create --zone us-central2-b --accelerator-type v4-32
   launch/tpu_pod.sh setup  --zone us-central2-b
-  launch/tpu_pod.sh run    --zone us-central2-b -- dpr-jax train --config configs/nq.py --workdir gs://BUCKET/runs/nq
+  gsutil cp nq-train.json gs://BUCKET/data/
+  launch/tpu_pod.sh run    --zone us-central2-b -- dpr-jax train --config configs/nq.py \
+      --workdir gs://BUCKET/runs/nq --config.data.train=gs://BUCKET/data/nq-train.json
   launch/tpu_pod.sh delete --zone us-central2-b
 EOF
 }

@@ -131,7 +131,7 @@ def encode_corpus(loaded, passages_path, out_dir, *, shard: tuple[int, int] = (0
     """Encode ``passages_path`` into ``out_dir`` shards; returns a summary (count, shards written/skipped, meta or None)."""
     if out_dtype not in ("float16", "float32"):
         raise DprJaxError(f"--dtype must be float16 or float32, not {out_dtype!r}")
-    out_dir = storage.as_path(out_dir)
+    out_dir = storage.make_dirs(out_dir)  # for a URL: the bucket exists (a clear error before any work)
     job, num_jobs = shard
     encoder = TextEncoder(loaded, batch_size=batch_size, max_length=max_length, mesh=mesh)
     settings = {**loaded.describe(), "max_length": max_length, "dtype": out_dtype, "block_size": block_size,
