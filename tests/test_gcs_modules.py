@@ -54,6 +54,34 @@ def test_passages_are_read_alike_from_a_bucket(root, name):
         list(read_passages(f"{root}/missing.jsonl"))
 
 
+@pytest.mark.parametrize("gz", [False, True])
+def test_progress_total_of_a_large_bucket_corpus_reads_only_a_sample(gcs_dir, monkeypatch, gz):
+    from dpr_jax.data import textfiles
+    from dpr_jax.data.passages import estimate_passage_count
+
+    rng = np.random.default_rng(0)
+    words = np.array("river lake castle engine violin harbor garden planet winter market".split())
+    lines = [json.dumps({"id": f"p{i}", "text": " ".join(rng.choice(words, size=rng.integers(5, 25)))}) + "\n"
+             for i in range(60_000)]
+    data = "".join(lines).encode()
+    name = f"{gcs_dir}/big.jsonl" + (".gz" if gz else "")
+    storage.write_bytes(name, gzip.compress(data) if gz else data)
+    monkeypatch.setattr(textfiles, "REMOTE_SAMPLE_BYTES", 1 << 18)
+    sampled = []
+    count = textfiles._count_newlines
+
+    def spy(path, f, stop):
+        n, consumed = count(path, f, stop)
+        sampled.append(consumed)
+        return n, consumed
+
+    monkeypatch.setattr(textfiles, "_count_newlines", spy)
+    estimate = estimate_passage_count(name)
+    assert sampled and sampled[0] is not None and sampled[0] < storage.file_size(name)  # stopped early
+    assert abs(estimate - len(lines)) / len(lines) < 0.05  # gzip reads ahead: compressed bytes overcount a little
+    assert textfiles.count_lines(name) == len(lines)  # the exact count still reads it all
+
+
 # ------------------------------------------------------------------------------------------------
 # the dense index
 

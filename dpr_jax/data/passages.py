@@ -28,7 +28,7 @@ import json
 from typing import Iterator
 
 from dpr_jax.data.records import Passage
-from dpr_jax.data.textfiles import (Problem, base_suffix, count_lines, first_nonblank_line, iter_text_lines,
+from dpr_jax.data.textfiles import (Problem, base_suffix, estimate_lines, first_nonblank_line, iter_text_lines,
                                     iter_tsv_rows)
 from dpr_jax.data.unique_ids import IdChecker
 from dpr_jax.errors import InputError
@@ -65,10 +65,11 @@ def estimate_passage_count(path, fmt: str | None = None) -> int:
     """The number of passages for a progress-bar total, without parsing the corpus.
 
     Lines of the file, less a TSV header line. Exact for JSON lines and for TSV without quoted
-    multi-line fields; meant for progress display, never for correctness.
+    multi-line fields (for a file on a bucket, estimated from its first 16 MiB: see
+    :func:`~dpr_jax.data.textfiles.estimate_lines`); meant for progress display, never for correctness.
     """
     fmt = fmt or detect_passage_format(path)
-    n = count_lines(path)
+    n = estimate_lines(path)
     if fmt == "tsv" and n:
         first = next(iter_tsv_rows(path), (0, []))[1]
         n -= _is_tsv_header(first)

@@ -108,16 +108,42 @@ def count_lines(path) -> int:
     Fast (binary chunks, no decoding); meant for progress-bar totals. For a TSV with a header the
     number of passages is one less.
     """
-    n = 0
-    last = b"\n"
     with _open_binary(path) as f:
-        try:
-            while chunk := f.read(1 << 20):
-                n += chunk.count(b"\n")
-                last = chunk[-1:]
-        except (OSError, EOFError) as e:
-            raise InputError(path, f"cannot read: {e}") from None
-    return n + (last != b"\n")
+        n, _ = _count_newlines(path, f, None)
+    return n
+
+
+REMOTE_SAMPLE_BYTES = 16 << 20
+
+
+def estimate_lines(path) -> int:
+    """:func:`count_lines` for a local file; for a URL an estimate that reads at most ~16 MiB.
+
+    Progress bars over a corpus on a bucket must not cost a second download of it (13 GB for
+    ``psgs_w100.tsv``): the lines of the first :data:`REMOTE_SAMPLE_BYTES` of the stored object
+    (compressed bytes for ``.gz``) are scaled by its size. Exact when the object is smaller.
+    """
+    if not storage.is_remote(path):
+        return count_lines(path)
+    size = storage.file_size(path)
+    with _open_binary(path) as f:
+        raw = f.fileobj if isinstance(f, gzip.GzipFile) else f
+        n, consumed = _count_newlines(path, f, lambda: raw.tell() >= REMOTE_SAMPLE_BYTES and raw.tell())
+    return n if consumed is None else max(n, round(n * size / consumed))
+
+
+def _count_newlines(path, f, stop) -> tuple[int, int | None]:
+    """``(lines, None)`` of the whole stream, or ``(lines so far, stop())`` once ``stop()`` is truthy."""
+    n, last = 0, b"\n"
+    try:
+        while chunk := f.read(1 << 20):
+            n += chunk.count(b"\n")
+            last = chunk[-1:]
+            if stop is not None and (where := stop()):
+                return n, where
+    except (OSError, EOFError) as e:
+        raise InputError(path, f"cannot read: {e}") from None
+    return n + (last != b"\n"), None
 
 
 def iter_tsv_rows(path) -> Iterator[tuple[int, list[str]]]:
@@ -213,5 +239,5 @@ def _iter_json_array(path) -> Iterator[tuple[int, object]]:
         raise error(pos, "expected ',' or ']' after an element")
 
 
-__all__ = ["Problem", "base_suffix", "count_lines", "first_nonblank_line", "iter_json_records", "iter_text_lines",
+__all__ = ["Problem", "base_suffix", "count_lines", "estimate_lines", "first_nonblank_line", "iter_json_records", "iter_text_lines",
            "iter_tsv_rows", "read_text"]
