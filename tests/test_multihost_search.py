@@ -99,8 +99,8 @@ def test_row_range_reads_only_its_rows(tmp_path):
     got = [(first, len(c)) for first, c in index.iter_chunks(128, 450, 820)]
     assert got[0] == (450, 128) and sum(n for _, n in got) == 370 and got[-1][0] + got[-1][1] == 820
     reads = []
-    real = index.shard_vectors
-    index.shard_vectors = lambda i: reads.append(i) or real(i)
+    real = index.read_rows
+    index.read_rows = lambda i, start, stop: reads.append(i) or real(i, start, stop)
     s, r = exact_search(queries, index, 20, row_range=(450, 820), chunk_rows=100)
     assert set(reads) == {1, 2}  # shard 0 (rows 0-299) never opened
     sub_s, sub_r = brute_force(queries, corpus[450:820], 20)
