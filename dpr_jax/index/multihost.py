@@ -4,7 +4,7 @@ On a pod slice or a GPU cluster ``dpr-jax search`` runs as N processes (the laun
 ``launch/``). Each process takes a contiguous part of the index's rows
 (:func:`dpr_jax.distributed.process_slice`: sizes differ by at most one row, parts in process
 order), scores only those rows on its own devices with :func:`~dpr_jax.index.search.exact_search`
-(streamed from the memory-mapped shards; nothing outside its part is read), and keeps its top-k.
+(streamed from the shards in row ranges; nothing outside its part is read), and keeps its top-k.
 The per-process lists, ``[Q, k]`` scores and global rows, are all-gathered across processes and
 merged (:func:`merge_topk`) on every process.
 

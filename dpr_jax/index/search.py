@@ -4,8 +4,8 @@ DPR scores a passage by the dot product of its vector with the question vector a
 Here that is done exactly (no approximation, no quantisation), in float32 by default:
 
 * The corpus arrives as chunks of a fixed number of rows (the last one padded, its padded rows
-  scored ``-inf``), so XLA compiles the step once. A background thread reads the next chunk (from
-  memory-mapped shards, or any iterable of arrays) while the current one is scored, and at most two
+  scored ``-inf``), so XLA compiles the step once. A background thread reads the next chunk (row
+  ranges of the index's shards, local or on a bucket, or any iterable of arrays) while the current one is scored, and at most two
   chunks are in flight, so a corpus larger than RAM streams through bounded memory.
 * One jitted step per (chunk, wave of query batches): for each batch of the wave, scores =
   q @ chunk.T, the chunk's top-k, then merged into the running top-k by concatenating both

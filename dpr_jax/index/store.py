@@ -7,8 +7,8 @@ Layout of an index directory::
     INDEX/meta.json         model, pooling, dim, dtype, count, num_shards (+ free-form fields)
 
 Why this shape: plain ``.npy`` is readable from any tool and can be read a row range at a time
-(memory maps locally, ranged reads from a ``gs://`` bucket), so search streams a corpus of any size
-through bounded memory; shards let encoding resume after a crash. Each file is written atomically
+(one ranged read, from local disk or a ``gs://`` bucket alike), so search streams a corpus of any
+size through bounded memory; shards let encoding resume after a crash. Each file is written atomically
 (:mod:`dpr_jax.storage`: temporary name + rename locally, a completed upload on a bucket), the
 ``.ids`` file last: a shard counts as finished exactly when its ``.ids`` exists (:func:`shard_done`),
 so an encoder killed mid-shard redoes only that shard.
