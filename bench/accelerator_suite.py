@@ -240,6 +240,8 @@ def train_batch(batch_size: int, group: int, seed: int, vocab: int) -> tuple[dic
     batch = {"questions": {"input_ids": q_ids, "attention_mask": q_mask, "token_type_ids": np.zeros_like(q_ids)},
              "passages": {"input_ids": p_ids, "attention_mask": ones, "token_type_ids": np.zeros_like(p_ids)},
              "passage_ids": np.arange(batch_size * group, dtype=np.int32).reshape(batch_size, group)}
+    batch["gold_ids"] = batch["passage_ids"][:, :1].copy()  # one gold passage per question: its positive
+    batch["teacher_scores"] = np.full((batch_size, group), np.nan, dtype=np.float32)  # no distillation
     return batch, q_real.tolist()
 
 
@@ -281,12 +283,13 @@ def train_cell(args, fmodel, params0, mesh, shape, peak, batch_size, chunk, step
 
     from dpr_jax.mesh import global_batch
     from dpr_jax.train.optim import make_optimizer
+    from dpr_jax.train.loss import LossOptions
     from dpr_jax.train.step import StepOptions, init_train_state, make_train_step
 
     sz = size(args)
     t_cell = time.perf_counter()
     gradcache = chunk > 0
-    opts = StepOptions(group_size=group, temperature=1.0, dropout=True, gradcache=gradcache,
+    opts = StepOptions(LossOptions(group_size=group, temperature=1.0), dropout=True, gradcache=gradcache,
                        question_chunk=chunk, passage_chunk=chunk)
     optimizer, schedule = make_optimizer(2e-5, warmup_steps=100, total_steps=10**6, max_grad_norm=2.0)
     step = make_train_step(fmodel, mesh, optimizer, schedule, opts)

@@ -95,7 +95,7 @@ def read_passages(path, *, fmt: str | None = None, problems: list | None = None,
     if fmt not in PASSAGE_FORMATS:
         raise InputError(path, f"unknown passage format {fmt!r}; expected one of {', '.join(PASSAGE_FORMATS)}")
     records = _tsv_records(path) if fmt == "tsv" else _json_records(path, id_key="_id" if fmt == "beir" else "id")
-    checker = IdChecker(expected=lambda: count_lines(path)) if check_duplicates else None
+    checker = IdChecker(expected=lambda: estimate_lines(path)) if check_duplicates else None
     try:
         for line, item in records:
             if isinstance(item, InputError):
