@@ -29,7 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import alternate, fair_blas_env, log, machine_info, machine_line, markdown_table, write_results  # noqa: E402
+from bench.common import (alternate, fair_blas_env, log, machine_info, machine_line, markdown_table,  # noqa: E402
+                          portable_config, write_results)
 
 PACKAGES = ("numpy", "scipy", "bm25s", "PyStemmer", "jax")
 
@@ -163,7 +164,7 @@ def main(argv=None) -> int:
         "",
         f"Machine: {machine_line(info)}",
     ])
-    data = {"config": vars(args) | {"out_dir": str(args.out_dir)}, "passages": n, "questions": len(questions),
+    data = {"config": portable_config(args), "passages": n, "questions": len(questions),
             "machine": info, "results": out, "agreement": agreement}
     md_path, _ = write_results("bm25_speed", md, data, args.out_dir)
     print(md)

@@ -15,15 +15,18 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import sys
+import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPO_ROOT / "bench" / "results"
 _BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 _UNSET_MARK = "DPR_JAX_BENCH_UNSET_OPENBLAS"
 
@@ -159,16 +162,80 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     return "\n".join(out)
 
 
+def portable_path(value) -> str:
+    """A path as a committed result may show it: relative to the checkout when inside it, else its name.
+
+    Results are committed and read on other machines; an absolute path (a home directory, a
+    site-packages folder, a scratch directory) says nothing there and leaks this machine's layout.
+    """
+    path = Path(str(value)).expanduser()
+    if not path.is_absolute():
+        return str(value)
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return f".../{path.name}"
+
+
+def portable_config(args, drop=("out_dir",)) -> dict:
+    """A script's arguments for its JSON record, with paths made portable and output locations dropped."""
+    out = {}
+    for key, value in vars(args).items():
+        if key in drop:
+            continue
+        if isinstance(value, Path) or (isinstance(value, str) and value.startswith(("/", "~"))):
+            value = portable_path(value)
+        out[key] = value
+    return out
+
+
+def _machine_prefixes() -> list[tuple[str, str]]:
+    """``(absolute directory of this machine, what a committed result shows instead)``, longest first."""
+    names = {tempfile.gettempdir(): "<tmp>", sys.base_prefix: "<python>", sys.prefix: "<python>",
+             str(Path.home()): "~", str(REPO_ROOT): "."}
+    return sorted(((d, n) for d, n in names.items() if d not in ("", "/")), key=lambda dn: len(dn[0]), reverse=True)
+
+
+def scrub_machine_paths(text: str) -> tuple[str, int]:
+    """``text`` with this machine's directories replaced (the checkout by ``.``, the home directory by ``~``,
+    Python's prefix by ``<python>``, the temp dir by ``<tmp>``), and how many were replaced.
+
+    The scripts record portable values themselves (:func:`portable_path`, :func:`portable_config`); this
+    catches what they cannot foresee, such as a path inside a recorded error message, without losing a
+    run's results to an exception at the very end.
+    """
+    count = 0
+    for prefix, name in _machine_prefixes():
+        text, n = re.subn(r"(?<![\w./~-])" + re.escape(prefix) + r"(?=[/\s\"')\]:,]|$)", lambda m, name=name: name, text)
+        count += n
+    return text, count
+
+
 def write_results(stem: str, markdown: str, data: dict, out_dir: Path | None = None) -> tuple[Path, Path]:
-    """Write ``<out_dir>/<stem>.md`` and ``.json`` (bench/results by default), atomically."""
+    """Write ``<out_dir>/<stem>.md`` and ``.json`` (bench/results by default), atomically.
+
+    Both are committed and read on other machines, so this machine's directories are scrubbed from
+    them (:func:`scrub_machine_paths`; how many is logged).
+    """
     out_dir = Path(out_dir or RESULTS_DIR)
     out_dir.mkdir(parents=True, exist_ok=True)
     md, js = out_dir / f"{stem}.md", out_dir / f"{stem}.json"
     for path, text in ((md, markdown.rstrip() + "\n"), (js, json.dumps(data, indent=2, default=str) + "\n")):
+        text, scrubbed = scrub_machine_paths(text)
+        if scrubbed:
+            log(f"{path.name}: {scrubbed} machine path(s) replaced by ., ~, <python> or <tmp>")
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
     return md, js
+
+
+def device_title(platform: str, device: str | None = None) -> str:
+    """How a section title names where it ran ("on CPU", "on GPU (NVIDIA H100 80GB HBM3)"): CPU and GPU
+    results of one script sit side by side in BENCHMARKS.md and must not share a title."""
+    if platform == "cpu":
+        return "on CPU"
+    return f"on {platform.upper()}" + (f" ({device})" if device else "")
 
 
 def log(msg: str) -> None:
@@ -284,11 +351,13 @@ def prepare_model_dir(spec: str, random_init: bool, seed: int, workdir: Path) ->
     and every non-weight file of the spec's directory are copied to ``workdir`` and a
     ``transformers.BertModel`` with seeded random weights is saved there (safetensors).
     """
-    from dpr_jax.models.loading import resolve_model_dir
+    from dpr_jax.models.loading import PACKAGED_MODELS, resolve_model_dir
 
     src = resolve_model_dir(spec)
+    where = (f"the {PACKAGED_MODELS[spec][0]} package" if spec in PACKAGED_MODELS and not Path(spec).is_dir()
+             else portable_path(src))
     if not random_init:
-        return src, f"{spec} ({src})"
+        return src, f"{spec} ({where})" if where != spec else spec
     import torch
     from transformers import BertConfig as HFBertConfig, BertModel
 
@@ -297,7 +366,7 @@ def prepare_model_dir(spec: str, random_init: bool, seed: int, workdir: Path) ->
     torch.manual_seed(seed)
     model = BertModel(HFBertConfig.from_pretrained(str(src)), add_pooling_layer=False)
     model.save_pretrained(str(dst), safe_serialization=True)
-    return dst, f"random init (seed {seed}) with the config and tokenizer of {src}"
+    return dst, f"random init (seed {seed}) with the config and tokenizer of {where}"
 
 
 def bert_shape(model_dir: Path) -> dict:

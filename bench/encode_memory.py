@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import log, machine_info, machine_line, markdown_table, write_results  # noqa: E402
+from bench.common import log, machine_info, machine_line, markdown_table, portable_config, write_results  # noqa: E402
 
 TINY = dict(vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256)
 PACKAGES = ("numpy", "jax", "jaxlib", "flax", "tokenizers", "transformers")
@@ -184,7 +184,7 @@ def main(argv=None) -> int:
         "",
         f"Machine: {machine_line(info)}",
     ])
-    data = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    data = {"config": portable_config(args),
             "model": TINY, "machine": info, "runs": runs}
     md_path, _ = write_results("encode_memory", md, data, args.out_dir)
     print(md)

@@ -36,6 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (DEFAULT_MODEL, FLOP_FORMULA, PACKAGES, CompileTimer, alternate, bert_shape,  # noqa: E402
+                          device_title, portable_config,
                           check_jax_device, device_name, fair_blas_env, forward_flops, log, machine_info, machine_line,
                           markdown_table, matmul_params, peak_tflops, prepare_model_dir, sample_texts, select_platform, squad_paragraphs,
                           st_model, torch_device, write_results)
@@ -154,7 +155,7 @@ def main(argv=None) -> int:
     ok = all(c.get("cosine_min", 1.0) >= min_cos for c in cells)
     md = render(args, cells, info, model_desc, shape, peak, min_cos, platform)
     name = args.name or ("encode_speed" if platform == "cpu" else "encode_speed_gpu")
-    data = {"config": vars(args) | {"out_dir": str(args.out_dir)}, "model": model_desc, "shape": shape,
+    data = {"config": portable_config(args), "model": model_desc, "shape": shape,
             "matmul_params": matmul_params(shape), "flop_formula": FLOP_FORMULA, "peak_tflops": peak,
             "machine": info, "cells": cells, "agreement_ok": ok}
     md_path, _ = write_results(name, md, data, args.out_dir)
@@ -179,7 +180,7 @@ def render(args, cells, info, model_desc, shape, peak, min_cos, platform) -> str
     where = ("JAX on " + info["device"] + f", sentence-transformers on {info['torch_device']}" if platform == "gpu"
              else f"CPU (torch {info['torch_threads']} threads)")
     lines = [
-        "# Encoding speed: dpr-jax vs sentence-transformers",
+        f"# Encoding speed {device_title(platform, info.get('device'))}: dpr-jax vs sentence-transformers",
         "",
         f"Model: {model_desc} (hidden {shape['hidden_size']}, {shape['num_hidden_layers']} layers); "
         f"{args.passages} SQuAD v1.1 dev paragraphs (seed {args.seed}), text only, the same for both; "

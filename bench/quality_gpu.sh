@@ -14,7 +14,9 @@ OUT=${OUT:-bench/results/quality_gpu}
 W=${WORK:-/tmp/dpr-jax-quality}; D=$W/data
 mkdir -p "$OUT"
 dj() { echo "\$ dpr-jax $*"; local t=$SECONDS; python3 -m dpr_jax "$@" 2>&1 | grep -v -i "warn" | tail -4 || true; echo "  ($((SECONDS-t)) s)"; }
-ev() { python3 -m dpr_jax evaluate --run "$W/$1.json" --name "$1" --out "$OUT/$1.metrics.json" 2>/dev/null | tail -1; }
+# evaluate from inside $W, so the metrics files (committed) name the run file, not this machine's scratch path
+ev() { local out; out="$(cd "$OUT" && pwd)/$1.metrics.json"
+       (cd "$W" && PYTHONPATH="$OLDPWD${PYTHONPATH:+:$PYTHONPATH}" python3 -m dpr_jax evaluate --run "$1.json" --name "$1" --out "$out") 2>/dev/null | tail -1; }
 dj data squad --squad "$SQUAD" --out $D
 dj bm25 --passages $D/passages.jsonl --questions $D/eval.jsonl --k 100 --out $W/bm25.json; ev bm25
 dj mine --method bm25 --passages $D/passages.jsonl --train $D/train.jsonl --out $D/train-bm25.jsonl --num 10

@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (fair_blas_env, load_warning, log, machine_info, machine_line, markdown_table,  # noqa: E402
-                          write_results)
+                          portable_config, write_results)
 
 
 def parse_args(argv=None):
@@ -235,7 +235,7 @@ def main(argv=None) -> int:
     caveat = load_warning(max(info["loadavg_start"][0], info["loadavg_end"][0]), info["usable_cores"])
     if caveat:
         md += ["", caveat]
-    data = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+    data = {"config": portable_config(args),
             "machine": info, "write": write, "search": search, "verify": verify}
     md_path, _ = write_results("search_scale", "\n".join(md), data, args.out_dir)
     print("\n".join(md))

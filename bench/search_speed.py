@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (alternate, fair_blas_env, load_warning, log, machine_info, machine_line,  # noqa: E402
-                          markdown_table, write_results)
+                          markdown_table, portable_config, write_results)
 
 
 def parse_args(argv=None):
@@ -196,7 +196,7 @@ def main(argv=None) -> int:
     caveat = load_warning(max(info["loadavg_1min"] or 0, info["loadavg_1min_end"]), info["usable_cores"])
     if caveat:
         md += ["", caveat]
-    data = {"config": vars(args) | {"chunk_rows": chunk_rows, "query_batch": query_batch, "out_dir": str(args.out_dir),
+    data = {"config": portable_config(args) | {"chunk_rows": chunk_rows, "query_batch": query_batch,
                                     "batches_per_step": DEFAULT_BATCHES_PER_STEP, "topk_group": DEFAULT_TOPK_GROUP},
             "machine": info, "baseline": baseline, "results": out_rows, "id_checks": checks}
     md_path, _ = write_results("search_speed", "\n".join(md), data, args.out_dir)

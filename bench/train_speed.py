@@ -40,6 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (DEFAULT_MODEL, FLOP_FORMULA, PACKAGES, CompileTimer, alternate, bert_shape,  # noqa: E402
+                          device_title, portable_config,
                           check_jax_device, device_name, fair_blas_env, forward_flops, log, machine_info, machine_line,
                           markdown_table, peak_tflops, prepare_model_dir, select_platform, squad_articles, torch_device,
                           write_results)
@@ -294,7 +295,7 @@ def main(argv=None) -> int:
     ok = all(c.get("first_loss_abs_diff", 0.0) <= tol for c in cells)
     md = render(args, cells, info, model_desc, peak, tol, platform)
     name = args.name or ("train_speed" if platform == "cpu" else "train_speed_gpu")
-    data = {"config": vars(args) | {"out_dir": str(args.out_dir)}, "model": model_desc, "shape": shape,
+    data = {"config": portable_config(args), "model": model_desc, "shape": shape,
             "flop_formula": FLOP_FORMULA, "peak_tflops": peak, "machine": info, "cells": cells, "loss_check_ok": ok}
     md_path, _ = write_results(name, md, data, args.out_dir)
     print(md)
@@ -319,7 +320,8 @@ def render(args, cells, info, model_desc, peak, tol, platform) -> str:
     loss_rows = [[c["batch_size"], f"{c['first_loss_dpr_jax']:.6f}", f"{c['first_loss_st']:.6f}",
                   f"{c['first_loss_abs_diff']:.2e}"] for c in cells if "first_loss_st" in c]
     lines = [
-        "# Training speed: dpr-jax train step vs sentence-transformers MultipleNegativesRankingLoss",
+        f"# Training speed {device_title(platform, info.get('device'))}: dpr-jax train step vs "
+        "sentence-transformers MultipleNegativesRankingLoss",
         "",
         f"Model: {model_desc}, one shared tower, mean pooling, L2-normalised, scale 20 (temperature 0.05); "
         f"real SQuAD v1.1 dev (question, gold paragraph) pairs, one question per paragraph, passages text only; "
