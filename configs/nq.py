@@ -1,6 +1,6 @@
 """Natural Questions: DPR's retriever recipe (Karpukhin et al. 2020; facebookresearch/DPR biencoder_nq).
 
-  dpr-jax train --config configs/nq.py --workdir runs/nq \
+  dpr-jax train --config nq --workdir runs/nq \
       --config.data.train=downloads/data/retriever/nq-train.json
 
 Two separate bert-base-uncased towers with [CLS] pooling, dot-product scores; a global batch of

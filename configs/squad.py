@@ -1,7 +1,7 @@
 """SQuAD: fine-tune all-MiniLM-L6-v2 on the SQuAD train articles, evaluate on the held-out articles.
 
   dpr-jax data squad --out data/squad
-  dpr-jax train --config configs/squad.py --workdir runs/squad --config.data.dir=data/squad
+  dpr-jax train --config squad --workdir runs/squad --config.data.dir=data/squad
 
 Without --config.data.dir the split is prepared into WORKDIR/data from the shared SQuAD dev set.
 One shared encoder with mean pooling and L2-normalised vectors, as sentence-transformers trained

@@ -1,6 +1,6 @@
 """Tiny: a randomly initialised 2-layer, 64-wide BERT on the SQuAD split; about a minute on 2 CPU cores.
 
-  dpr-jax train --config configs/tiny.py --workdir runs/tiny
+  dpr-jax train --config tiny --workdir runs/tiny
 
 Uses all-MiniLM-L6-v2's tokenizer (its vocabulary only, not its weights). With no data given, the
 SQuAD v1.1 dev set from the shared data directory (dpr_jax.settings) is split into WORKDIR/data

@@ -28,6 +28,7 @@ from dpr_jax import storage
 from dpr_jax.errors import DprJaxError
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+TRAIN_CONFIG = "squad"  # a shipped config, by name: installed with the package, no checkout needed
 KS = (1, 5, 20, 100)
 # configs/squad.py shortened to fit a 2-core CPU in a few minutes; bench/quality_gpu.sh runs the real recipe
 QUICK_TRAIN = {
@@ -42,15 +43,7 @@ QUICK_TRAIN = {
 }
 
 
-def config_path(name: str) -> Path:
-    """A shipped config (``configs/NAME.py`` at the top of the checkout)."""
-    path = Path(__file__).resolve().parent.parent / "configs" / f"{name}.py"
-    if not path.exists():
-        raise DprJaxError(f"{path} not found: the quickstart needs a source checkout (pip install -e .)")
-    return path
-
-
-def _run(argv: list[str], done) -> None:
+def _run(argv: list[str], done: Path | None) -> None:
     """Run one ``dpr-jax`` command in-process, unless ``done`` already exists.
 
     The command's own module parses ``argv`` and runs, exactly as ``dpr-jax`` would dispatch it (the
@@ -116,7 +109,7 @@ def run_quickstart(workdir="runs/quickstart", squad: str | None = None, train_st
             settings["train.num_steps"] = train_steps
         overrides = [f"--config.{key}={value}" for key, value in settings.items()]
         train_dir = work / "train"
-        _run(["train", "--config", str(config_path("squad")), "--workdir", str(train_dir), *overrides],
+        _run(["train", "--config", TRAIN_CONFIG, "--workdir", str(train_dir), *overrides],
              None)  # a finished run resumes to its end at once
         methods["dense, DPR fine-tuned"] = _dense(str(train_dir), data, work, "finetuned", passage_max_length)
         _run(["hybrid", "--dense", str(methods["dense, DPR fine-tuned"]), "--sparse", str(runs / "bm25.json"),

@@ -77,3 +77,22 @@ def test_squad_and_tiny_configs():
     tiny = load_config(CONFIGS / "tiny.py")
     assert tiny.model.init == "random" and tiny.model.bert.num_hidden_layers == 2 and tiny.model.bert.hidden_size == 64
     assert tiny.train.num_steps // tiny.train.checkpoint_every >= 2  # at least two checkpoints on the way
+
+
+def test_shipped_configs_by_name_and_files_by_path(tmp_path, monkeypatch):
+    from dpr_jax.train.config import resolve_config, shipped_configs
+
+    assert shipped_configs() == ["nq", "squad", "tiny"]
+    monkeypatch.chdir(tmp_path)  # no configs/ here: names still resolve, to the shipped files
+    assert resolve_config("squad").samefile(CONFIGS / "squad.py")
+    assert load_config("tiny") == load_config(CONFIGS / "tiny.py")
+    (tmp_path / "squad").write_text("not a config name but a file")  # an existing file wins over a name
+    assert resolve_config("squad") == Path("squad")
+    (tmp_path / "mine.py").write_text("from dpr_jax.train.config import base_config\n"
+                                      "def get_config():\n    c = base_config()\n    c.seed = 7\n    return c\n")
+    assert load_config("mine.py").seed == 7
+    with pytest.raises(DprJaxError, match="configs/tiny.py does not exist.*nq, squad, tiny.*--config nq"):
+        load_config("configs/tiny.py")
+    with pytest.raises(DprJaxError, match="no shipped config.*shipped: nq, squad, tiny"):
+        load_config("tinyy")
+    assert str(resolve_config("gs://bucket/configs/x.py")) == "gs://bucket/configs/x.py"  # a URL is a file

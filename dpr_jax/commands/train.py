@@ -1,11 +1,12 @@
 """Train a DPR dual encoder with global in-batch negatives over every device and host.
 
-  dpr-jax train --config configs/tiny.py --workdir runs/tiny
-  dpr-jax train --config configs/squad.py --workdir runs/squad --config.data.dir=data/squad
-  dpr-jax train --config configs/nq.py --workdir runs/nq --config.data.train=biencoder-nq-train.json
+  dpr-jax train --config tiny --workdir runs/tiny
+  dpr-jax train --config squad --workdir runs/squad --config.data.dir=data/squad
+  dpr-jax train --config nq --workdir runs/nq --config.data.train=biencoder-nq-train.json
 
-A config is a Python file whose get_config() returns an ml_collections.ConfigDict (see
-dpr_jax/train/config.py for every key); any key can be overridden with --config.KEY=VALUE, e.g.
+--config is the name of a shipped config (tiny, squad, nq: the files in the checkout's configs/,
+installed with the package) or a Python file whose get_config() returns an ml_collections.ConfigDict
+(see dpr_jax/train/config.py for every key); any key can be overridden with --config.KEY=VALUE, e.g.
 --config.train.batch_size=64 --config.train.gradcache=true.
 
 The workdir receives config.json, model.json, the tokenizer, checkpoints/ and metrics.jsonl; it is
@@ -24,7 +25,8 @@ ACCEPTS_EXTRA = True  # --config.KEY=VALUE overrides arrive in args.extra
 def add_arguments(parser) -> None:
     from dpr_jax.distributed import add_distributed_arguments
 
-    parser.add_argument("--config", required=True, metavar="FILE", help="config file (configs/tiny.py, ...)")
+    parser.add_argument("--config", required=True, metavar="NAME|FILE",
+                        help="a shipped config (tiny, squad, nq) or a config file (my_config.py)")
     parser.add_argument("--workdir", required=True, metavar="DIR", help="run directory (created or resumed)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_distributed_arguments(parser)

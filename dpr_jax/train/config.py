@@ -2,7 +2,8 @@
 
 As in big_vision, a config is a Python file whose ``get_config()`` returns an
 ``ml_collections.ConfigDict``; the shipped ones (``configs/tiny.py``, ``squad.py``, ``nq.py``) start
-from :func:`base_config`, which holds every key with its default and its meaning. Any key can be
+from :func:`base_config`, which holds every key with its default and its meaning. ``--config`` takes a
+file or the name of a shipped config (``--config squad``), from a checkout or any installed copy. Any key can be
 overridden on the command line, ``--config.train.learning_rate=1e-5`` or ``--config.train.batch_size 64``;
 the value is parsed to the type of the key's default (``true``/``false`` for booleans, a Python literal
 such as ``(1, 5, 20)`` for tuples). Unknown keys, in a file or an override, are errors naming the key.
@@ -14,6 +15,8 @@ import ast
 import difflib
 import importlib.util
 import json
+import re
+from pathlib import Path
 from typing import Sequence
 
 import ml_collections
@@ -24,6 +27,7 @@ from dpr_jax.train.loss import KINDS as LOSS_KINDS
 
 _TRUE = ("true", "yes", "1", "on")
 _FALSE = ("false", "no", "0", "off")
+_CONFIG_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # a shipped config's name: squad, tiny, nq
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -196,6 +200,43 @@ def apply_overrides(config: ml_collections.ConfigDict, args: Sequence[str]) -> m
     return config
 
 
+def shipped_config_dir() -> Path:
+    """The directory of the configs that come with dpr-jax.
+
+    Their one copy is the checkout's top-level ``configs/``, where people read and edit them;
+    setup.cfg installs that directory as the package ``dpr_jax.configs`` (``package_dir``), so a
+    wheel or ``pip install .`` has them at ``dpr_jax/configs/``. Run from a source tree (PYTHONPATH,
+    editable install) there is no such directory and they are next to the package instead.
+    """
+    package = Path(__file__).resolve().parent.parent
+    installed = package / "configs"
+    return installed if installed.is_dir() else package.parent / "configs"
+
+
+def shipped_configs() -> list[str]:
+    """Names of the shipped configs (``["nq", "squad", "tiny"]``)."""
+    return sorted(p.stem for p in shipped_config_dir().glob("*.py") if not p.stem.startswith("_"))
+
+
+def resolve_config(spec):
+    """A ``--config`` argument as a file: a URL or an existing path, else the name of a shipped config (``squad``)."""
+    text = str(spec)
+    if storage.is_remote(text):
+        return storage.as_path(text)  # load_config_file reads it (and says so when it is missing)
+    path = Path(text).expanduser()
+    if path.is_file():
+        return path
+    names = shipped_configs()
+    if _CONFIG_NAME.fullmatch(text) and not text.endswith(".py"):
+        shipped = shipped_config_dir() / f"{text}.py"
+        if shipped.is_file():
+            return shipped
+        raise DprJaxError(f"no config file {text!r} and no shipped config of that name "
+                          f"(shipped: {', '.join(names) or 'none found'})")
+    hint = f"; or give a shipped config by name: {', '.join(names)} (e.g. --config {names[0]})" if names else ""
+    raise DprJaxError(f"config file {text} does not exist{hint}")
+
+
 def load_config_file(path) -> ml_collections.ConfigDict:
     """Run a config file's ``get_config()`` (a local file, or a URL run from a cached local copy)."""
     path = storage.as_path(path)
@@ -217,7 +258,8 @@ def load_config_file(path) -> ml_collections.ConfigDict:
 
 
 def load_config(path, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
-    """A config file plus command-line overrides, checked against :func:`base_config`."""
+    """A config file (or a shipped config's name) plus command-line overrides, checked against :func:`base_config`."""
+    path = resolve_config(path)
     config = base_config()
     config.update(load_config_file(path))
     check_keys(config, str(path))

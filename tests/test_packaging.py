@@ -1,0 +1,133 @@
+"""A built wheel works like the checkout: every module and shipped config inside, `dpr-jax` runs from it.
+
+The wheel is built from a copy of the source (so no stale ``build/`` can leak in) and installed into
+a fresh virtual environment that sees this interpreter's third-party packages (jax, flax, ...) through
+a ``.pth`` line but not the checkout, then run from an empty directory: what runs is the installed
+copy (asserted through ``dpr_jax.__file__``), so a file the wheel lacks fails here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import site
+import subprocess
+import sys
+import sysconfig
+import venv
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE_ITEMS = ("setup.cfg", "pyproject.toml", "README.md", "dpr_jax", "configs")
+
+
+def _site_dirs() -> list[str]:
+    """This interpreter's site-packages directories (where jax & co. are), never the checkout."""
+    dirs = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], *site.getsitepackages()]
+    if site.ENABLE_USER_SITE:
+        dirs.append(site.getusersitepackages())
+    out = []
+    for d in dirs:
+        if d and os.path.isdir(d) and d not in out and not Path(d).resolve().is_relative_to(ROOT):
+            out.append(d)
+    return out
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    src = tmp_path_factory.mktemp("src")
+    for item in SOURCE_ITEMS:
+        path = ROOT / item
+        if path.is_dir():
+            shutil.copytree(path, src / item, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+        else:
+            shutil.copy2(path, src / item)
+    out = tmp_path_factory.mktemp("dist")
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                           "-q", "-w", str(out), str(src)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (whl,) = out.glob("dpr_jax-*.whl")
+    return whl
+
+
+@pytest.fixture(scope="module")
+def installed(wheel, tmp_path_factory) -> Path:
+    """A fresh venv with the wheel installed (no dependencies fetched: they come from this interpreter)."""
+    env_dir = tmp_path_factory.mktemp("venv")
+    venv.EnvBuilder(with_pip=False).create(env_dir)
+    python = env_dir / "bin" / "python"
+    # installed before the venv can see this interpreter's packages (and without PYTHONPATH), where pip
+    # would find the checkout's own dpr-jax already installed and keep it
+    proc = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index",
+                           "-q", str(wheel)], capture_output=True, text=True, timeout=300, env=_clean_env())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    assert (Path(purelib) / "dpr_jax" / "__init__.py").exists(), "the wheel did not land in the venv"
+    # a .pth line adds a directory to sys.path without running its .pth files (so no editable finder
+    # pointing back at the checkout); the venv's own site-packages stays first
+    Path(purelib, "_parent_site_packages.pth").write_text("\n".join(_site_dirs()) + "\n")
+    return env_dir
+
+
+def _clean_env() -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1", HF_HUB_OFFLINE="1",
+               TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    return env
+
+
+def test_wheel_holds_every_module_and_the_shipped_configs(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    expected = {p.relative_to(ROOT).as_posix() for p in (ROOT / "dpr_jax").rglob("*.py")}
+    expected |= {f"dpr_jax/configs/{p.name}" for p in (ROOT / "configs").glob("*.py")}
+    assert {"dpr_jax/configs/squad.py", "dpr_jax/configs/tiny.py", "dpr_jax/configs/nq.py"} <= expected
+    assert expected - names == set(), "modules missing from the wheel (setup.cfg packages?)"
+    for name in (f"dpr_jax/configs/{p.name}" for p in (ROOT / "configs").glob("*.py")):  # the same bytes
+        assert zipfile.ZipFile(wheel).read(name) == (ROOT / "configs" / Path(name).name).read_bytes()
+
+
+@pytest.mark.slow
+def test_installed_wheel_resolves_shipped_configs_and_trains(installed, tmp_path, squad_dev_file):
+    run_dir = tmp_path / "cwd"  # an empty directory: no checkout, no configs/ next to it
+    run_dir.mkdir()
+    python, cli = installed / "bin" / "python", installed / "bin" / "dpr-jax"
+    env = _clean_env()
+    probe = subprocess.run([str(python), "-c",
+                            "import dpr_jax, dpr_jax.quickstart as q; from dpr_jax.train.config import resolve_config, "
+                            "shipped_configs; print(dpr_jax.__file__); print(resolve_config('squad')); "
+                            "print(q.TRAIN_CONFIG, resolve_config(q.TRAIN_CONFIG)); print(*shipped_configs())"],
+                           cwd=run_dir, env=env, capture_output=True, text=True, timeout=120)
+    assert probe.returncode == 0, probe.stderr
+    module, squad, quick, names = probe.stdout.splitlines()
+    venv_dir = installed.resolve()
+    assert Path(module).resolve().is_relative_to(venv_dir), f"imported {module}, not the installed wheel"
+    assert Path(squad).resolve().is_relative_to(venv_dir) and Path(squad).name == "squad.py"
+    assert Path(quick.split()[1]).resolve().is_relative_to(venv_dir)
+    assert names.split() == ["nq", "squad", "tiny"]
+
+    # a path still works, and a missing one names the shipped configs
+    (run_dir / "my.py").write_text("from dpr_jax.train.config import base_config\n\n"
+                                   "def get_config():\n    c = base_config()\n    c.train.batch_size = 3\n    return c\n")
+    bad = subprocess.run([str(cli), "train", "--config", "configs/tiny.py", "--workdir", "w"], cwd=run_dir, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "nq, squad, tiny" in bad.stderr and "Traceback" not in bad.stderr
+    path_ok = subprocess.run([str(python), "-c", "from dpr_jax.train.config import load_config; "
+                              "print(load_config('my.py').train.batch_size)"],
+                             cwd=run_dir, env=env, capture_output=True, text=True, timeout=120)
+    assert path_ok.stdout.strip() == "3", path_ok.stderr
+
+    # the real thing: `dpr-jax train --config tiny` from the installed console script, two steps on SQuAD
+    env["DPR_JAX_DATA"] = str(squad_dev_file.parent.parent)
+    env["JAX_COMPILATION_CACHE_DIR"] = ""
+    proc = subprocess.run([str(cli), "train", "--config", "tiny", "--workdir", "tiny", "--no-progress",
+                           "--config.train.num_steps=2", "--config.train.batch_size=8", "--config.eval.every=0",
+                           "--config.data.passage_max_length=32", "--config.data.question_max_length=16",
+                           "--config.train.checkpoint_every=2"],
+                          cwd=run_dir, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "finished at step 2/2" in proc.stderr
+    assert (run_dir / "tiny" / "checkpoints").is_dir() and (run_dir / "tiny" / "data" / "train.jsonl").exists()
