@@ -91,9 +91,15 @@ def read_questions(path, *, fmt: str | None = None, qrels=None, problems: list |
     return questions
 
 
-def read_qrels(path) -> dict[str, tuple[str, ...]]:
-    """BEIR qrels TSV -> ``{query_id: positive corpus ids}`` (score > 0, file order, no duplicates)."""
-    positives: dict[str, dict[str, None]] = {}
+def read_qrels_grades(path) -> dict[str, dict[str, int | float]]:
+    """BEIR qrels TSV -> ``{query_id: {corpus_id: grade}}``, every judgement in file order.
+
+    Grades 0 and below are kept (trec_eval counts a judged non-relevant document as judged); graded
+    measures such as nDCG use the grade as the gain. A repeated (query, corpus) pair keeps its last
+    grade, as BEIR's loader does; how many were repeated with another grade is logged.
+    """
+    grades: dict[str, dict[str, int | float]] = {}
+    changed = 0
     reader = csv.reader(iter_text_lines(path), delimiter="\t")
     first = True
     for row in reader:
@@ -113,9 +119,24 @@ def read_qrels(path) -> dict[str, tuple[str, ...]]:
             raise InputError(path, f"score {score!r} is not a number", line=line, field="score") from None
         if not qid.strip() or not did.strip():
             raise InputError(path, "empty query or corpus id", line=line)
-        if value > 0:
-            positives.setdefault(qid.strip(), {})[did.strip()] = None
-    return {q: tuple(d) for q, d in positives.items()}
+        judged = grades.setdefault(qid.strip(), {})
+        grade = int(value) if value.is_integer() else value
+        changed += did.strip() in judged and judged[did.strip()] != grade
+        judged[did.strip()] = grade
+    if changed:
+        log.warning("%s: %d judgement(s) repeated with another grade; the last one is used", path, changed)
+    return grades
+
+
+def positives_of(grades: dict[str, dict[str, int | float]]) -> dict[str, tuple[str, ...]]:
+    """``{query_id: corpus ids with grade > 0}`` of :func:`read_qrels_grades`' result; queries without any left out."""
+    positives = {q: tuple(d for d, g in judged.items() if g > 0) for q, judged in grades.items()}
+    return {q: ids for q, ids in positives.items() if ids}
+
+
+def read_qrels(path) -> dict[str, tuple[str, ...]]:
+    """BEIR qrels TSV -> ``{query_id: positive corpus ids}`` (grade > 0, file order, no duplicates)."""
+    return positives_of(read_qrels_grades(path))
 
 
 def apply_qrels(questions: list[Question], qrels: dict[str, tuple[str, ...]], source="qrels") -> list[Question]:
@@ -243,4 +264,4 @@ def _tsv_questions(path):
 
 
 __all__ = ["QUESTION_FORMATS", "apply_qrels", "detect_question_format", "parse_answer_list", "read_qrels",
-           "read_questions"]
+           "positives_of", "read_qrels_grades", "read_questions"]
