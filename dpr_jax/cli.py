@@ -69,9 +69,14 @@ def _enable_compilation_cache() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+
     from dpr_jax.errors import DprJaxError
 
     _enable_compilation_cache()
+    # transformers advises, at import, that without PyTorch "models won't be available": dpr-jax only
+    # takes tokenizers from it, and a JAX install has no torch by design (set the variable to 0 to see it)
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args._module, "ACCEPTS_EXTRA", False):

@@ -1,13 +1,18 @@
-"""A built wheel works like the checkout: every module and shipped config inside, `dpr-jax` runs from it.
+"""A built wheel works like the checkout, without PyTorch: every module and shipped config inside,
+`dpr-jax` trains and encodes with the real MiniLM weights from it.
 
 The wheel is built from a copy of the source (so no stale ``build/`` can leak in) and installed into
-a fresh virtual environment that sees this interpreter's third-party packages (jax, flax, ...) through
-a ``.pth`` line but not the checkout, then run from an empty directory: what runs is the installed
-copy (asserted through ``dpr_jax.__file__``), so a file the wheel lacks fails here.
+a fresh virtual environment. That environment sees this interpreter's third-party packages (jax,
+flax, transformers, the weights wheel, ...) through a ``.pth`` line naming a directory of links to
+them, a directory that leaves out torch, sentence-transformers and dpr-jax itself: to it, and to
+``transformers`` looking for a backend, PyTorch is not installed (no module, no distribution
+metadata), as after the README's install command. Commands run from an empty directory: what runs
+is the installed copy (asserted through ``dpr_jax.__file__``), so a file the wheel lacks fails here.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import site
@@ -22,6 +27,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE_ITEMS = ("setup.cfg", "pyproject.toml", "README.md", "dpr_jax", "configs")
+# what a JAX user's environment does not have: PyTorch, what needs it, and (here) the checkout's own dpr-jax
+HIDDEN = ("torch", "torchgen", "functorch", "torchvision", "torchaudio", "triton", "nvidia", "sentence_transformers",
+          "sentence-transformers", "dpr_jax", "dpr-jax", "__editable__")
 
 
 def _site_dirs() -> list[str]:
@@ -34,6 +42,20 @@ def _site_dirs() -> list[str]:
         if d and os.path.isdir(d) and d not in out and not Path(d).resolve().is_relative_to(ROOT):
             out.append(d)
     return out
+
+
+def _overlay_without_torch(dest: Path) -> Path:
+    """A directory of links to this interpreter's installed packages minus :data:`HIDDEN` (first one wins)."""
+    dest.mkdir()
+    for site_dir in _site_dirs():
+        for entry in Path(site_dir).iterdir():
+            name = entry.name
+            if name.endswith(".pth") or (dest / name).exists() or (dest / name).is_symlink():
+                continue
+            if any(name == h or name.startswith((h + "-", h + "_", h + ".")) for h in HIDDEN):
+                continue
+            (dest / name).symlink_to(entry)
+    return dest
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +91,8 @@ def installed(wheel, tmp_path_factory) -> Path:
     assert (Path(purelib) / "dpr_jax" / "__init__.py").exists(), "the wheel did not land in the venv"
     # a .pth line adds a directory to sys.path without running its .pth files (so no editable finder
     # pointing back at the checkout); the venv's own site-packages stays first
-    Path(purelib, "_parent_site_packages.pth").write_text("\n".join(_site_dirs()) + "\n")
+    overlay = _overlay_without_torch(tmp_path_factory.mktemp("site") / "packages")
+    Path(purelib, "_parent_site_packages.pth").write_text(f"{overlay}\n")
     return env_dir
 
 
@@ -99,10 +122,14 @@ def test_installed_wheel_resolves_shipped_configs_and_trains(installed, tmp_path
     probe = subprocess.run([str(python), "-c",
                             "import dpr_jax, dpr_jax.quickstart as q; from dpr_jax.train.config import resolve_config, "
                             "shipped_configs; print(dpr_jax.__file__); print(resolve_config('squad')); "
-                            "print(q.TRAIN_CONFIG, resolve_config(q.TRAIN_CONFIG)); print(*shipped_configs())"],
+                            "print(q.TRAIN_CONFIG, resolve_config(q.TRAIN_CONFIG)); print(*shipped_configs()); "
+                            "import importlib.util, importlib.metadata as md, transformers; "
+                            "print(importlib.util.find_spec('torch'), transformers.utils.is_torch_available(), "
+                            "[d.metadata['Name'] for d in md.distributions() if 'torch' in d.metadata['Name'].lower()])"],
                            cwd=run_dir, env=env, capture_output=True, text=True, timeout=120)
     assert probe.returncode == 0, probe.stderr
-    module, squad, quick, names = probe.stdout.splitlines()
+    module, squad, quick, names, torch_seen = probe.stdout.splitlines()
+    assert torch_seen == "None False []", "the environment under test is not torch-free"
     venv_dir = installed.resolve()
     assert Path(module).resolve().is_relative_to(venv_dir), f"imported {module}, not the installed wheel"
     assert Path(squad).resolve().is_relative_to(venv_dir) and Path(squad).name == "squad.py"
@@ -131,3 +158,14 @@ def test_installed_wheel_resolves_shipped_configs_and_trains(installed, tmp_path
     assert proc.returncode == 0, proc.stderr
     assert "finished at step 2/2" in proc.stderr
     assert (run_dir / "tiny" / "checkpoints").is_dir() and (run_dir / "tiny" / "data" / "train.jsonl").exists()
+
+    # the real pretrained weights (safetensors from the weights wheel) encode without torch
+    passages = run_dir / "passages.jsonl"
+    passages.write_text("".join(f'{{"id": "p{i}", "title": "t{i}", "text": "passage number {i} about rivers"}}\n'
+                                for i in range(5)))
+    enc = subprocess.run([str(cli), "encode", "--model", "sentence-transformers/all-MiniLM-L6-v2", "--passages",
+                          str(passages), "--out", "index", "--max-length", "32"],
+                         cwd=run_dir, env=env, capture_output=True, text=True, timeout=300)
+    assert enc.returncode == 0, enc.stderr
+    meta = json.loads((run_dir / "index" / "meta.json").read_text())
+    assert meta["count"] == 5 and meta["dim"] == 384
