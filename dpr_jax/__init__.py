@@ -7,7 +7,7 @@ Layers, lowest first; a module imports only from its own layer or lower ones (ch
    ``gs://`` URLs: every file access goes through it - atomic writes, ranged reads, local copies),
    ``settings`` (where shared data lives), ``mesh`` (the one place device
    meshes and shardings are made), ``distributed`` (multi-process start-up), ``checkpoint`` (orbax,
-   read by training and inference alike);
+   read by training and inference alike), ``memory`` (peak RSS, freed memory back to the OS);
 2. ``eval``: DPR's ``has_answer`` and retrieval metrics, pure functions over runs;
 3. ``data``: records, the text-file layer (``textfiles``) and the readers on it (passages,
    questions, training records), SQuAD prep, deterministic training batches, hard-negative mining;

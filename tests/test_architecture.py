@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "dpr_jax"
 
 # lowest first; a module may import modules of its own layer or below, never above
 LAYERS = [
-    {"errors", "storage", "settings", "mesh", "distributed", "checkpoint"},
+    {"errors", "storage", "settings", "mesh", "distributed", "checkpoint", "memory"},
     {"eval"},
     {"data"},
     {"models"},
