@@ -23,7 +23,7 @@ Options:
   -h, --help               show this help
 
 Examples:
-  launch/local.sh 2 --devices-per-process 4 -- dpr-jax train --config configs/tiny.py --workdir runs/t
+  launch/local.sh 2 --devices-per-process 4 -- dpr-jax train --config tiny --workdir runs/t
   launch/local.sh 2 --gpus-per-process 4 -- dpr-jax encode --model runs/t --passages p.tsv --out idx
 EOF
 }

@@ -38,7 +38,7 @@ XLA_FLAGS: DPR_JAX_XLA_GPU_FLAGS replaces the default GPU flags; XLA_FLAGS from 
 environment is appended (and wins on conflicts).
 
 Example (2 nodes, run on each):
-  launch/multinode_gpu.sh --hosts gpu-a,gpu-b -- dpr-jax train --config configs/nq.py --workdir /shared/runs/nq \
+  launch/multinode_gpu.sh --hosts gpu-a,gpu-b -- dpr-jax train --config nq --workdir /shared/runs/nq \
       --config.data.train=/shared/data/nq-train.json
 EOF
 }

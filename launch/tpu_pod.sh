@@ -41,7 +41,7 @@ Example:
   launch/tpu_pod.sh create --zone us-central2-b --accelerator-type v4-32
   launch/tpu_pod.sh setup  --zone us-central2-b
   gsutil cp nq-train.json gs://BUCKET/data/
-  launch/tpu_pod.sh run    --zone us-central2-b -- dpr-jax train --config configs/nq.py \
+  launch/tpu_pod.sh run    --zone us-central2-b -- dpr-jax train --config nq \
       --workdir gs://BUCKET/runs/nq --config.data.train=gs://BUCKET/data/nq-train.json
   launch/tpu_pod.sh delete --zone us-central2-b
 EOF
