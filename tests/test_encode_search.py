@@ -173,3 +173,35 @@ def test_progress_total_counts_passages_not_the_tsv_header(tmp_path, minilm, mon
                             progress=False)
     assert summary["count"] == 3
     assert totals == [3]
+
+
+def test_dense_search_reads_each_shard_ids_once(minilm, corpus, tmp_path, monkeypatch):
+    # 12 questions over 6 shards: the rows of the whole run are mapped to ids at once, each shard's
+    # .ids read once (it used to be re-read per question: 70 reads here, hours at 21M passages).
+    from dpr_jax.index import store
+    from dpr_jax.index.retrieve import dense_search
+
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((60, minilm.model.dim)).astype(np.float32)
+    for s in range(6):
+        store.write_shard(tmp_path, s, vectors[10 * s: 10 * s + 10], [f"p{r}" for r in range(10 * s, 10 * s + 10)])
+    store.write_meta(tmp_path, model="random", dim=minilm.model.dim, dtype="float32", count=60, num_shards=6)
+    reads = []
+    real_read = store._read_ids
+    monkeypatch.setattr(store, "_read_ids", lambda path: reads.append(path.name) or real_read(path))
+    questions = [json.loads(line)["question"] for line in (corpus / "questions.jsonl").read_text().splitlines()][:12]
+    ids, scores = dense_search(minilm, tmp_path, questions, 10, progress=False)
+    assert sorted(reads) == sorted(set(reads)) and len(reads) <= 6
+    q = TextEncoder(minilm, max_length=64).encode_questions(questions)
+    want = np.argsort(-(q @ vectors.T), axis=1, kind="stable")[:, :10]
+    assert ids == [[f"p{r}" for r in row] for row in want]
+
+
+def test_encode_refuses_a_line_breaking_id_before_encoding(minilm, tmp_path, monkeypatch):
+    from dpr_jax.errors import DprJaxError
+
+    path = tmp_path / "passages.jsonl"
+    path.write_text(json.dumps({"id": "rock\u2028ets", "title": "", "text": "about rockets"}) + "\n")
+    monkeypatch.setattr(TextEncoder, "encode", lambda *a, **k: pytest.fail("encoded before checking the ids"))
+    with pytest.raises(DprJaxError, match=r"passages\.jsonl: passage id 'rock\\u2028ets' contains a line break \(U\+2028\)"):
+        encode_corpus(minilm, path, tmp_path / "idx", progress=False)

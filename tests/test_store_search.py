@@ -281,3 +281,114 @@ def test_bad_arguments_are_clear():
         exact_search(queries, [], 3)
     with pytest.raises(DprJaxError, match="line break"):
         write_shard("/nonexistent-never-written", 0, corpus[:2], ["a", "b\nc"])
+
+
+# Every character str.splitlines() breaks a line on (the set the old reader split on).
+LINE_BREAKERS = [c for c in map(chr, range(0x3000)) if len(f"a{c}b".splitlines()) > 1]
+
+
+def test_line_breaking_characters_are_the_expected_set():
+    assert set(LINE_BREAKERS) == set("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+    assert not [c for c in map(chr, range(0x3000, 0x110000)) if len(f"a{c}b".splitlines()) > 1]
+
+
+@pytest.mark.parametrize("char", LINE_BREAKERS, ids=lambda c: f"U+{ord(c):04X}")
+def test_ids_with_any_line_breaking_character_are_refused_on_write(tmp_path, char):
+    with pytest.raises(DprJaxError, match=rf"U\+{ord(char):04X}"):
+        write_shard(tmp_path, 0, np.zeros((3, 4), np.float32), ["a", f"rock{char}ets", "c"])
+    assert not shard_done(tmp_path, 0)
+
+
+def test_ids_file_is_split_on_newline_only(tmp_path):
+    # An .ids file as older versions wrote it (they refused only \n and \r): ids holding U+2028,
+    # U+2029, U+0085, \x0c and \x1c-\x1e must come back one per line, and later ids must not shift.
+    odd = ["rock\u2028ets", "a\u2029b", "c\x85d", "e\x0cf", "g\x1ch", "i\x1dj", "k\x1el", "m\x0bn", "cats"]
+    write_index(tmp_path, np.zeros((len(odd) + 1, 4), np.float32), [len(odd) + 1], dtype=np.float32)
+    ids_path = shard_paths(tmp_path, 0)[1]
+    ids_path.write_text("".join(f"{pid}\n" for pid in ["first", *odd]), encoding="utf-8")
+    index = open_index(tmp_path)
+    assert index.ids() == ["first", *odd]
+    assert index.id_at([[9, 1], [0, 4]]) == [["cats", "rock\u2028ets"], ["first", "e\x0cf"]]
+
+
+def test_ids_count_check_follows_the_reader(tmp_path):
+    # the row-count check and the reader agree: a file with one id too many (split on \n) is refused,
+    # whatever other line-like characters the ids hold
+    write_index(tmp_path, np.zeros((2, 4), np.float32), [2], dtype=np.float32)
+    ids_path = shard_paths(tmp_path, 0)[1]
+    ids_path.write_text("a\u2028b\nc\nd\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"shard-00000\.ids: 3 ids but shard-00000\.npy has 2 vectors"):
+        open_index(tmp_path)
+    ids_path.write_text("a\u2028b\nc\n", encoding="utf-8")
+    assert open_index(tmp_path).ids() == ["a\u2028b", "c"]
+    ids_path.write_text("a\r\nc\r\n", encoding="utf-8")  # converted to CRLF by some editor
+    with pytest.raises(InputError, match=r"shard-00000\.ids:1: .*carriage return"):
+        open_index(tmp_path).ids()
+
+
+# ---------------------------------------------------------------- compressed shards
+
+
+def reference_int8(x):
+    """The documented int8 rule, written out independently: per-dimension scale = max|x| / 127."""
+    x = x.astype(np.float64)
+    scale = np.abs(x).max(axis=0) / 127
+    q = np.clip(np.round(x / np.where(scale > 0, scale, 1)), -127, 127)
+    return q.astype(np.int8), scale.astype(np.float32)
+
+
+def bf16_from_bits(bits):
+    """bfloat16 bits -> float32 by the formula the store docstring gives other tools."""
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16", "int8"])
+def test_every_dtype_round_trips_against_numpy(tmp_path, dtype):
+    rng = np.random.default_rng(11)
+    corpus = (rng.standard_normal((250, 16)) * np.linspace(0.1, 3, 16)).astype(np.float32)
+    corpus[:, 5] = 0  # an all-zero column: scale 0 for int8
+    sizes = [100, 100, 50]
+    for no, start in enumerate([0, 100, 200]):
+        write_shard(tmp_path, no, corpus[start:start + sizes[no]], [f"p{r}" for r in range(start, start + sizes[no])],
+                    dtype=dtype)
+    write_meta(tmp_path, model="test", dim=16, dtype=dtype, count=250, num_shards=3)
+    index = open_index(tmp_path)
+    got = np.concatenate([c for _, c in index.iter_chunks(64)])  # chunks span shard boundaries
+    if dtype == "int8":
+        want = []
+        for no, start in enumerate([0, 100, 200]):
+            q, scale = reference_int8(corpus[start:start + sizes[no]])
+            np.testing.assert_array_equal(np.load(tmp_path / f"shard-{no:05d}.npy"), q)
+            np.testing.assert_array_equal(np.load(tmp_path / f"shard-{no:05d}.scale.npy"), scale)
+            want.append(q.astype(np.float32) * scale)
+            assert np.all(np.abs(want[-1] - corpus[start:start + sizes[no]]) <= scale / 2 + 1e-7)
+        want = np.concatenate(want)
+    elif dtype == "bfloat16":
+        bits = np.load(tmp_path / "shard-00000.npy")
+        assert bits.dtype == np.uint16
+        want = np.concatenate([bf16_from_bits(np.load(tmp_path / f"shard-{no:05d}.npy")) for no in range(3)])
+        assert np.all(np.abs(want - corpus) <= np.abs(corpus) * 2.0**-8)  # round to nearest, 8 bits
+    else:
+        want = corpus.astype(dtype)
+    assert got.dtype == index.dtype
+    np.testing.assert_array_equal(got.astype(np.float32), want)
+    np.testing.assert_array_equal(index.vectors_at([249, 0, 120, 120]), want[[249, 0, 120, 120]])
+    # exact search over the stored values equals NumPy brute force over the same values
+    queries = rng.standard_normal((7, 16)).astype(np.float32)
+    scores, rows = exact_search(queries, index, 20, chunk_rows=64)
+    full = queries.astype(np.float64) @ want.astype(np.float64).T
+    np.testing.assert_allclose(scores, -np.sort(-full, axis=1)[:, :20], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(scores, np.take_along_axis(full, rows, axis=1), rtol=1e-5, atol=1e-5)
+
+
+def test_int8_shard_without_its_scale_is_named(tmp_path):
+    write_shard(tmp_path, 0, np.ones((3, 4), np.float32), ["a", "b", "c"], dtype="int8")
+    write_meta(tmp_path, dim=4, dtype="int8", count=3, num_shards=1)
+    (tmp_path / "shard-00000.scale.npy").unlink()
+    with pytest.raises(InputError, match=r"shard-00000\.scale\.npy: missing"):
+        open_index(tmp_path)
+    write_shard(tmp_path, 0, np.ones((3, 4), np.float32), ["a", "b", "c"], dtype="bfloat16")
+    with pytest.raises(InputError, match=r"dtype uint16 but meta.json says int8"):
+        open_index(tmp_path)
+    with pytest.raises(DprJaxError, match="NaN"):
+        write_shard(tmp_path, 1, np.full((3, 4), np.nan, np.float32), ["a", "b", "c"], dtype="int8")

@@ -150,6 +150,7 @@ def encode_corpus(loaded, passages_path, out_dir, *, shard: tuple[int, int] = (0
             (skipped.append(b) if b % num_jobs == job else None)
             bar.update(len(block))
             continue
+        store.check_ids([p.id for p in block], str(passages_path))  # before the compute, not after it
         vectors = encoder.encode_passages([p.title for p in block], [p.text for p in block], progress=bar.update)
         store.write_shard(out_dir, b, vectors.astype(out_dtype), [p.id for p in block])
         written.append(b)
