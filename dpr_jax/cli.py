@@ -17,6 +17,7 @@ COMMANDS = {
     "data": "data",
     "encode": "encode",
     "search": "search",
+    "index": "index",
     "bm25": "bm25",
     "hybrid": "hybrid",
     "evaluate": "evaluate",

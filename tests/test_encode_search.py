@@ -205,3 +205,83 @@ def test_encode_refuses_a_line_breaking_id_before_encoding(minilm, tmp_path, mon
     monkeypatch.setattr(TextEncoder, "encode", lambda *a, **k: pytest.fail("encoded before checking the ids"))
     with pytest.raises(DprJaxError, match=r"passages\.jsonl: passage id 'rock\\u2028ets' contains a line break \(U\+2028\)"):
         encode_corpus(minilm, path, tmp_path / "idx", progress=False)
+
+
+def test_int8_truncated_index_faiss_and_exact_search_cli_end_to_end(minilm, minilm_dir, corpus, tmp_path, capsys):
+    # encode --dtype int8 --dim 128, then search: exact (JAX), approx_max_k, and through a faiss
+    # index built by `dpr-jax index build`; every run is checked against NumPy and used by evaluate/hybrid.
+    pytest.importorskip("faiss")
+    from dpr_jax.index.truncate import truncate_vectors
+
+    idx = tmp_path / "idx"
+    model, questions = ["--model", str(minilm_dir)], ["--questions", str(corpus / "questions.jsonl")]
+    assert main(["encode", *model, "--passages", str(corpus / "passages.jsonl"), "--out", str(idx),
+                 "--block-size", "30", "--dtype", "int8", "--dim", "128", "--max-length", "128"]) == 0
+    index = open_index(idx)
+    assert (index.dim, index.dtype_name, index.meta["model_dim"], index.meta["num_shards"]) == (128, "int8", 384, 3)
+    # NumPy reference: all-MiniLM-L6-v2 normalises, so both sides are cut to 128 and re-normalised;
+    # passages as stored (int8 codes x the shard's scale)
+    full = TextEncoder(minilm, batch_size=128, max_length=128).encode_passages(
+        *zip(*[(p.title, p.text) for p in read_passages(corpus / "passages.jsonl")]))
+    stored = np.concatenate([c for _, c in index.iter_chunks(1000)])
+    assert np.abs(stored - truncate_vectors(full, 128, True)).max() < 0.01
+    run_q = [json.loads(line) for line in (corpus / "questions.jsonl").read_text().splitlines()]
+    q = truncate_vectors(TextEncoder(minilm, max_length=64).encode_questions([r["question"] for r in run_q]), 128, True)
+    ids = index.ids()
+    want = [[ids[i] for i in row] for row in np.argsort(-(q @ stored.T), axis=1, kind="stable")[:, :10]]
+
+    def search(out, *extra):
+        code = main(["search", *model, "--index", str(idx), *questions, "--k", "10", "--out", str(out), *extra])
+        return code, [[c["id"] for c in e["ctxs"]] for e in json.loads(out.read_text())] if code == 0 else None
+
+    assert search(tmp_path / "exact.json") == (0, want)
+    assert search(tmp_path / "approx.json", "--approx-recall", "0.9") == (0, want)  # exact TopK on CPU
+
+    assert main(["index", "build", "--index", str(idx), "--type", "ivf-flat", "--nlist", "4"]) == 0
+    assert (idx / "ann.faiss").is_file() and json.loads((idx / "ann.json").read_text())["dim"] == 128
+    capsys.readouterr()
+    assert search(tmp_path / "ann.json", "--nprobe", "4") == (0, want)  # every list probed: exact
+    assert "ivf-flat, approximate" in capsys.readouterr().err
+    code, got = search(tmp_path / "ann1.json", "--nprobe", "1")
+    assert code == 0 and all(len(row) <= 10 for row in got)
+    exact_run, ann_run = (json.loads((tmp_path / n).read_text()) for n in ("exact.json", "ann.json"))
+    for e, a in zip(exact_run, ann_run):
+        assert [c["id"] for c in a["ctxs"]] == [c["id"] for c in e["ctxs"]]
+        np.testing.assert_allclose([c["score"] for c in a["ctxs"]], [c["score"] for c in e["ctxs"]], atol=1e-4)
+        assert all(c["text"] and isinstance(c["has_answer"], bool) for c in a["ctxs"])
+    assert main(["evaluate", "--run", str(tmp_path / "ann.json"), "--k", "1,10", "--out", str(tmp_path / "m.json")]) == 0
+    assert main(["hybrid", "--dense", str(tmp_path / "ann.json"), "--sparse", str(tmp_path / "exact.json"),
+                 "--k", "10", "--out", str(tmp_path / "hybrid.json")]) == 0
+
+    # the shards change (here: a shard's modification time) -> the faiss index is refused until rebuilt
+    os.utime(idx / "shard-00001.npy", ns=(time.time_ns(), time.time_ns()))
+    capsys.readouterr()
+    assert search(tmp_path / "stale.json")[0] == 2
+    assert "stale" in capsys.readouterr().err and not (tmp_path / "stale.json").exists()
+    assert search(tmp_path / "exact2.json", "--exact") == (0, want)
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_search_dim_truncates_a_full_width_index(minilm, corpus, tmp_path, normalize):
+    # --dim at search over an index stored at full width: passages are cut (and re-normalised only
+    # when meta.json says the model normalises), questions are cut by the model's own rule.
+    from dpr_jax.errors import DprJaxError
+    from dpr_jax.index import store
+    from dpr_jax.index.retrieve import dense_search
+
+    rng = np.random.default_rng(1)
+    vectors = rng.standard_normal((50, minilm.model.dim)).astype(np.float32)
+    store.write_shard(tmp_path, 0, vectors, [f"p{r}" for r in range(50)])
+    store.write_meta(tmp_path, model="random", dim=minilm.model.dim, dtype="float32", count=50, num_shards=1,
+                     normalize=normalize)
+    questions = [json.loads(line)["question"] for line in (corpus / "questions.jsonl").read_text().splitlines()][:5]
+    ids, scores = dense_search(minilm, tmp_path, questions, 8, dim=64, progress=False)
+    q = TextEncoder(minilm, max_length=64).encode_questions(questions)[:, :64]
+    q /= np.linalg.norm(q, axis=1, keepdims=True)  # all-MiniLM-L6-v2 normalises its vectors
+    p = vectors[:, :64] / (np.linalg.norm(vectors[:, :64], axis=1, keepdims=True) if normalize else 1)
+    full = q @ p.T
+    want = np.argsort(-full, axis=1, kind="stable")[:, :8]
+    assert ids == [[f"p{r}" for r in row] for row in want]
+    np.testing.assert_allclose(np.stack(scores), np.take_along_axis(full, want, axis=1), rtol=1e-5, atol=1e-5)
+    with pytest.raises(DprJaxError, match="--dim must be between 1 and 384"):
+        dense_search(minilm, tmp_path, questions, 8, dim=385, progress=False)

@@ -392,3 +392,47 @@ def test_int8_shard_without_its_scale_is_named(tmp_path):
         open_index(tmp_path)
     with pytest.raises(DprJaxError, match="NaN"):
         write_shard(tmp_path, 1, np.full((3, 4), np.nan, np.float32), ["a", "b", "c"], dtype="int8")
+
+
+@pytest.mark.parametrize("use_mesh", [False, True])
+def test_approx_max_k_returns_a_valid_top_k(use_mesh):
+    # approx_max_k (TPU-optimised; exact TopK on CPU/GPU): whatever it returns must be a valid
+    # top-k of the scores it saw: each score is q.p of its row, sorted, rows distinct, and the rows
+    # overlap the exact top-k at least as much as the recall target promises.
+    rng = np.random.default_rng(12)
+    corpus = rng.standard_normal((3000, 32)).astype(np.float32)
+    queries = rng.standard_normal((19, 32)).astype(np.float32)
+    k, target = 25, 0.9
+    scores, rows = exact_search(queries, corpus, k, chunk_rows=512, approx_recall=target, mesh=mesh_or_none(use_mesh))
+    full = queries.astype(np.float64) @ corpus.astype(np.float64).T
+    assert rows.shape == (19, k) and rows.min() >= 0 and rows.max() < 3000
+    np.testing.assert_allclose(scores, np.take_along_axis(full, rows, axis=1), rtol=1e-5, atol=1e-4)
+    assert np.all(np.diff(scores, axis=1) <= 0)
+    assert all(len(set(r)) == k for r in rows.tolist())
+    exact = np.argsort(-full, axis=1)[:, :k]
+    recall = np.mean([len(set(a) & set(b)) / k for a, b in zip(rows.tolist(), exact.tolist())])
+    assert recall >= target
+    import jax
+
+    if jax.default_backend() == "cpu":  # what the help text says: XLA lowers it to the exact TopK on CPU
+        np.testing.assert_array_equal(rows, exact_search(queries, corpus, k, chunk_rows=512)[1])
+    with pytest.raises(DprJaxError, match="approx_recall"):
+        exact_search(queries, corpus, k, approx_recall=1.0)
+
+
+def test_truncate_vectors_against_numpy():
+    from dpr_jax.index.truncate import truncate_vectors
+
+    x = np.random.default_rng(13).standard_normal((9, 12)).astype(np.float16)
+    x[3] = 0
+    np.testing.assert_array_equal(truncate_vectors(x, 5, False), x[:, :5])
+    assert truncate_vectors(x, 5, False).dtype == np.float16
+    got = truncate_vectors(x, 5, True)
+    ref = x[:, :5].astype(np.float64)
+    norms = np.linalg.norm(ref, axis=1, keepdims=True)
+    ref = np.divide(ref, norms, out=np.zeros_like(ref), where=norms > 0)
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-7)
+    assert got.dtype == np.float32 and not np.any(got[3])
+    assert truncate_vectors(x, 12, True) is x  # full width: unchanged, not re-normalised
+    with pytest.raises(DprJaxError):
+        truncate_vectors(x, 13, False)

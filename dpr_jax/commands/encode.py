@@ -20,7 +20,11 @@ def add_arguments(parser):
     parser.add_argument("--passages", required=True, help="passages: DPR TSV, JSONL or BEIR corpus.jsonl")
     parser.add_argument("--out", required=True, help="index directory to write")
     parser.add_argument("--shard", help="I/N: encode only job I's blocks of N (default: this process of a launch)")
-    parser.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="stored vector dtype")
+    parser.add_argument("--dtype", default="float16", choices=["float16", "float32", "bfloat16", "int8"],
+                        help="stored vector dtype (default float16); int8 keeps a per-dimension scale per shard "
+                             "(4x smaller than float32, each coordinate within scale/2)")
+    parser.add_argument("--dim", type=int, help="keep only the first DIM coordinates of each vector (Matryoshka "
+                                                "truncation; re-normalised when the model normalises)")
     parser.add_argument("--block-size", type=int, default=100_000, help="passages per output shard")
     add_distributed_arguments(parser)
 
@@ -38,7 +42,7 @@ def run(args) -> int:
     shard = parse_shard(args.shard) if args.shard else (jax.process_index(), jax.process_count())
     loaded = load_model_from_args(args)
     summary = encode_corpus(loaded, args.passages, args.out, shard=shard, block_size=args.block_size,
-                            batch_size=args.batch_size, max_length=args.max_length, out_dtype=args.dtype)
+                            batch_size=args.batch_size, max_length=args.max_length, out_dtype=args.dtype, dim=args.dim)
     print(f"{args.out}: {len(summary['written'])} shard(s) written, {len(summary['skipped'])} already done "
           f"(job {shard[0]}/{shard[1]}, {summary['count']} passages in the corpus)", file=sys.stderr)
     if summary["meta"] is None:

@@ -1,9 +1,11 @@
-"""Retrieve passages for questions from a dense index by exact maximum inner product search.
+"""Retrieve passages for questions from a dense index by maximum inner product search.
 
-Encodes the questions, then scores them against the index's shards streamed from disk with a
-jitted matmul + top_k on every local device, merging a running top-k (corpora larger than memory
-work). Writes DPR result JSON (question, answers, ctxs with id/title/text/score/has_answer), or a
-TREC run with --trec.
+Encodes the questions, then, by default, scores them exactly against the index's shards streamed
+from disk with a jitted matmul + top_k on every local device, merging a running top-k (corpora
+larger than memory work). When the index has a faiss index built by `dpr-jax index build`
+(INDEX/ann.faiss, or --ann FILE), that one is searched instead (approximate; --nprobe/--ef-search
+trade speed for recall), unless --exact. Writes DPR result JSON (question, answers, ctxs with
+id/title/text/score/has_answer), or a TREC run with --trec; the same either way.
 
 Run as N processes (launch/local.sh, multinode_gpu.sh, slurm_gpu.sbatch, tpu_pod.sh: the same
 launchers as training), each process scores its own contiguous part of the index rows on its
@@ -31,6 +33,22 @@ def add_arguments(parser):
     parser.add_argument("--match", default="string", choices=["string", "regex"], help="answer matching")
     parser.add_argument("--out", required=True, help="run file to write")
     parser.add_argument("--trec", action="store_true", help="write a TREC run file instead of DPR JSON")
+    g = parser.add_argument_group("approximate search and truncation")
+    g.add_argument("--exact", action="store_true",
+                   help="search the shards exactly with JAX even when a faiss index (INDEX/ann.faiss) exists")
+    g.add_argument("--ann", metavar="FILE", help="faiss index to search (default: INDEX/ann.faiss when present)")
+    g.add_argument("--nprobe", type=int, help="faiss IVF: inverted lists visited per question (default: the value "
+                                              "stored at build time; more = higher recall, slower)")
+    g.add_argument("--ef-search", type=int, help="faiss HNSW: candidate list size (default: stored at build time, "
+                                                 "at least --k; more = higher recall, slower)")
+    g.add_argument("--approx-recall", type=float, metavar="R",
+                   help="JAX path with jax.lax.approx_max_k at recall target R (0 < R < 1) per chunk instead of the "
+                        "exact top_k. TPU-optimised: on TPU an approximate partial reduction, faster, keeps about R "
+                        "of the true top-k; on CPU and GPU (JAX 0.10.2) XLA lowers it to the same exact TopK, so "
+                        "results are exact and speed unchanged. Implies the JAX path (ignores a faiss index)")
+    g.add_argument("--dim", type=int, help="compare in the first DIM coordinates (Matryoshka truncation of questions "
+                                           "and, if the index is wider, passages; re-normalised when the model "
+                                           "normalises). Default: the index's dimension")
     from dpr_jax.distributed import add_distributed_arguments
 
     add_distributed_arguments(parser)
@@ -50,7 +68,8 @@ def run(args) -> int:
     questions = read_questions(args.questions, qrels=args.qrels)
     loaded = load_model_from_args(args)
     entries = search_questions(loaded, args.index, questions, args.k, batch_size=args.batch_size,
-                               max_length=args.max_length)
+                               max_length=args.max_length, dim=args.dim, exact=args.exact, ann=args.ann,
+                               nprobe=args.nprobe, ef_search=args.ef_search, approx_recall=args.approx_recall)
     if not is_main_process():
         print("process 0 writes the run file", file=sys.stderr)
         return 0

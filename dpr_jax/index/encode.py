@@ -28,6 +28,7 @@ from dpr_jax.data.passages import estimate_passage_count, read_passages
 from dpr_jax.errors import DprJaxError
 from dpr_jax.index import store
 from dpr_jax.index.id_check import check_unique_shard_ids
+from dpr_jax.index.truncate import check_dim, truncate_vectors
 from dpr_jax.mesh import data_sharding, make_local_mesh, replicate, round_up_to_devices
 from dpr_jax.models.functional import SIDES, FunctionalModel
 from dpr_jax.models.tokenizer import passage_inputs
@@ -127,15 +128,25 @@ def _blocks(passages: Iterable, block_size: int):
 
 def encode_corpus(loaded, passages_path, out_dir, *, shard: tuple[int, int] = (0, 1), block_size: int = 100_000,
                   batch_size: int = 64, max_length: int = 256, out_dtype: str = "float16",
-                  progress: bool = True, mesh=None) -> dict:
-    """Encode ``passages_path`` into ``out_dir`` shards; returns a summary (count, shards written/skipped, meta or None)."""
-    if out_dtype not in ("float16", "float32"):
-        raise DprJaxError(f"--dtype must be float16 or float32, not {out_dtype!r}")
+                  dim: int | None = None, progress: bool = True, mesh=None) -> dict:
+    """Encode ``passages_path`` into ``out_dir`` shards; returns a summary (count, shards written/skipped, meta or None).
+
+    ``out_dtype``: how vectors are stored (:data:`dpr_jax.index.store.SUPPORTED_DTYPES`). ``dim``: keep
+    only the first ``dim`` coordinates (Matryoshka truncation, :mod:`dpr_jax.index.truncate`);
+    ``meta.json`` then says ``dim`` = ``dim`` and ``model_dim`` = the model's width.
+    """
+    if out_dtype not in store.SUPPORTED_DTYPES:
+        raise DprJaxError(f"--dtype must be one of {', '.join(store.SUPPORTED_DTYPES)}, not {out_dtype!r}")
+    model_dim = loaded.model.dim
+    dim = check_dim(dim, model_dim, f"the model makes {model_dim}-d vectors")
+    normalize = bool(loaded.encoder_config.normalize)
     out_dir = storage.make_dirs(out_dir)  # for a URL: the bucket exists (a clear error before any work)
     job, num_jobs = shard
     encoder = TextEncoder(loaded, batch_size=batch_size, max_length=max_length, mesh=mesh)
     settings = {**loaded.describe(), "max_length": max_length, "dtype": out_dtype, "block_size": block_size,
                 "passages": str(_absolute_resolved(passages_path))}
+    if dim < model_dim:  # only then, so indexes started before --dim existed resume unchanged
+        settings.update(dim=dim, model_dim=model_dim)
     _check_settings(out_dir, settings)
 
     total = estimate_passage_count(passages_path)
@@ -152,14 +163,15 @@ def encode_corpus(loaded, passages_path, out_dir, *, shard: tuple[int, int] = (0
             continue
         store.check_ids([p.id for p in block], str(passages_path))  # before the compute, not after it
         vectors = encoder.encode_passages([p.title for p in block], [p.text for p in block], progress=bar.update)
-        store.write_shard(out_dir, b, vectors.astype(out_dtype), [p.id for p in block])
+        store.write_shard(out_dir, b, truncate_vectors(vectors, dim, normalize), [p.id for p in block],
+                          dtype=out_dtype)
         written.append(b)
     bar.close()
     num_shards = -(-count // block_size)
     meta = None
     if all(store.shard_done(out_dir, b) for b in range(num_shards)):
         check_unique_shard_ids(out_dir, num_shards, expected=count, passages=passages_path, progress=progress)
-        meta = {**settings, "count": count, "num_shards": num_shards, "dim": encoder.dim}
+        meta = {**settings, "count": count, "num_shards": num_shards, "dim": dim}
         store.write_meta(out_dir, **meta)
     return {"count": count, "written": written, "skipped": skipped, "num_shards": num_shards, "meta": meta}
 

@@ -44,7 +44,7 @@ from __future__ import annotations
 import io
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -53,6 +53,7 @@ import numpy as np
 
 from dpr_jax import storage
 from dpr_jax.errors import DprJaxError, InputError
+from dpr_jax.index.truncate import truncate_vectors
 
 META_NAME = "meta.json"
 SUPPORTED_DTYPES = ("float32", "float16", "bfloat16", "int8")
@@ -238,6 +239,7 @@ class Index:
     dtype: np.dtype  # of the arrays the readers return (see read_dtype)
     count: int
     headers: list | None = field(default=None, repr=False)  # storage.NpyHeader per shard (read when None)
+    cut: tuple[int, bool] | None = None  # (dim, re-normalise): a truncated view, see truncated()
     _starts: np.ndarray = field(init=False, repr=False)
     _scales: dict = field(init=False, repr=False, default_factory=dict)
 
@@ -259,13 +261,36 @@ class Index:
         return self._scales[i]
 
     def decode(self, i: int, stored: np.ndarray) -> np.ndarray:
-        """Stored rows of shard ``i`` -> their values (float32/float16, or ml_dtypes.bfloat16)."""
+        """Stored rows of shard ``i`` -> their values (float32/float16, or ml_dtypes.bfloat16), cut
+        to the view's dimension for a :meth:`truncated` index."""
         name = self.dtype_name
         if name == "int8":
-            return dequantize_int8(stored, self.shard_scale(i))
-        if name == "bfloat16":
-            return stored.view(ml_dtypes.bfloat16)
-        return stored
+            values = dequantize_int8(stored, self.shard_scale(i))
+        elif name == "bfloat16":
+            values = stored.view(ml_dtypes.bfloat16)
+        else:
+            values = stored
+        return values if self.cut is None else truncate_vectors(values, *self.cut)
+
+    def truncated(self, dim: int) -> Index:
+        """This index seen in the first ``dim`` coordinates of its vectors (Matryoshka truncation).
+
+        Every reader of the view (:meth:`iter_chunks`, :meth:`vectors_at`, so exact search and
+        ``index build``) cuts the vectors, re-normalised when ``meta.json`` says the model
+        normalises (:mod:`dpr_jax.index.truncate` says why). An index whose ``meta.json`` does not
+        say ``normalize`` cannot be cut safely (it would be a guess): an error. ``dim`` equal to
+        the stored width returns the index itself.
+        """
+        if dim == self.dim:
+            return self
+        if self.cut is not None or not 1 <= dim < self.dim:
+            raise DprJaxError(f"cannot view {self.dim}-d vectors of {self.directory} in {dim} dimensions")
+        normalize = self.meta.get("normalize")
+        if not isinstance(normalize, bool):
+            raise InputError(self.directory / META_NAME, "missing (needed to truncate: does the model normalise?)",
+                             field="normalize")
+        return replace(self, dim=dim, cut=(dim, normalize),
+                       dtype=np.dtype(np.float32) if normalize else self.dtype)
 
     def read_rows(self, i: int, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` of shard ``i``, decoded (:meth:`decode`), as a fresh in-memory array

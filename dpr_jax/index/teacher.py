@@ -64,10 +64,11 @@ def dense_rankings(loaded, index_dir, questions: Sequence[str], depth: int, give
     """Dense top-``depth`` of a loaded model over the index, and the given passages' scores."""
     from dpr_jax.index.encode import TextEncoder
     from dpr_jax.index.retrieve import encode_question_texts, open_index_for, search_vectors
+    from dpr_jax.index.truncate import truncate_vectors
 
     index = open_index_for(loaded, index_dir, progress=progress)
     q = encode_question_texts(loaded, questions, batch_size=batch_size, max_length=question_max_length,
-                              progress=progress)
+                              progress=progress, dim=index.dim)  # an index encoded with --dim: cut alike
     ids, scores = search_vectors(index, q, depth, progress=progress)
     ranked_scores = [[float(s) for s in row] for row in np.asarray(scores)]
     given_scores = [_from_ranking(i, s, g) for i, s, g in zip(ids, ranked_scores, given)]
@@ -81,7 +82,9 @@ def dense_rankings(loaded, index_dir, questions: Sequence[str], depth: int, give
             if progress:
                 print(f"encoding {len(encode)} positives that are not in {index_dir}", file=sys.stderr)
             encoder = TextEncoder(loaded, batch_size=batch_size, max_length=int(index.meta.get("max_length", 256)))
-            encoded = dict(zip(encode, encoder.encode_passages([t for t, _ in encode], [x for _, x in encode])))
+            vectors = truncate_vectors(encoder.encode_passages([t for t, _ in encode], [x for _, x in encode]),
+                                       index.dim, bool(loaded.encoder_config.normalize))  # as the index's
+            encoded = dict(zip(encode, vectors))
         for n, k in todo:
             p = given[n][k]
             vector = stored[p.id] if p.id in stored else encoded[(p.title, p.text)]
