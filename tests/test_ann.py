@@ -221,3 +221,18 @@ def test_build_memory_is_bounded_by_one_chunk_not_the_corpus(tmp_path):
     growth = json.loads(proc.stdout.strip().splitlines()[-1])["growth_kib"]
     assert growth < corpus_kib / 4, f"peak RSS grew {growth / 1024:.0f} MiB during a build over {corpus_kib / 1024:.0f} MiB"
     assert open_ann(default_path(tmp_path), open_index(tmp_path)).index.ntotal == n
+
+
+def test_other_faiss_parameters_by_name(index16, data, tmp_path):
+    # a refine stage (exact re-scoring of k_factor x k candidates) over coarse 4-bit codes: asking
+    # for more candidates through a named faiss parameter raises recall to exact
+    queries, _ = data
+    build_ann(index16, AnnSettings("factory", factory="IVF16,SQ4,RFlat"), tmp_path / "r.faiss", progress=False)
+    ann = open_ann(tmp_path / "r.faiss", index16)
+    full, ref = brute_force(queries, stored_values(index16), 10)
+    _, base = ann.search(queries, 10, nprobe=16, params={"k_factor_rf": 1})
+    scores, wide = ann.search(queries, 10, nprobe=16, params={"k_factor_rf": 8})
+    assert recall(base, ref) < recall(wide, ref) == 1.0
+    assert_exact_ranking(scores, wide, full, 10)
+    with pytest.raises(DprJaxError, match=r"faiss parameter efSearchX=3 does not apply to IVF16,SQ4,RFlat \(faiss: "):
+        ann.search(queries, 10, params={"efSearchX": 3})

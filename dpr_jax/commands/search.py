@@ -41,6 +41,9 @@ def add_arguments(parser):
                                               "stored at build time; more = higher recall, slower)")
     g.add_argument("--ef-search", type=int, help="faiss HNSW: candidate list size (default: stored at build time, "
                                                  "at least --k; more = higher recall, slower)")
+    g.add_argument("--faiss-param", action="append", default=[], metavar="NAME=VALUE",
+                   help="any other faiss ParameterSpace setting, repeatable (e.g. k_factor_rf=4: a Refine stage "
+                        "re-scores 4 x k candidates)")
     g.add_argument("--approx-recall", type=float, metavar="R",
                    help="JAX path with jax.lax.approx_max_k at recall target R (0 < R < 1) per chunk instead of the "
                         "exact top_k. TPU-optimised: on TPU an approximate partial reduction, faster, keeps about R "
@@ -54,6 +57,21 @@ def add_arguments(parser):
     add_distributed_arguments(parser)
 
 
+def _faiss_params(items) -> dict:
+    from dpr_jax.errors import DprJaxError
+
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise DprJaxError(f"--faiss-param must look like NAME=NUMBER (e.g. k_factor_rf=4), not {item!r}")
+    return out
+
+
 def run(args) -> int:
     import sys
 
@@ -65,11 +83,13 @@ def run(args) -> int:
     from dpr_jax.index.store import read_meta
 
     initialize_from_args(args)
+    faiss_params = _faiss_params(args.faiss_param)
     questions = read_questions(args.questions, qrels=args.qrels)
     loaded = load_model_from_args(args)
     entries = search_questions(loaded, args.index, questions, args.k, batch_size=args.batch_size,
                                max_length=args.max_length, dim=args.dim, exact=args.exact, ann=args.ann,
-                               nprobe=args.nprobe, ef_search=args.ef_search, approx_recall=args.approx_recall)
+                               nprobe=args.nprobe, ef_search=args.ef_search, faiss_params=faiss_params,
+                               approx_recall=args.approx_recall)
     if not is_main_process():
         print("process 0 writes the run file", file=sys.stderr)
         return 0

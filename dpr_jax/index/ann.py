@@ -274,13 +274,15 @@ class AnnIndex:
     def kind(self) -> str:
         return self.desc["settings"]["type"]
 
-    def search(self, queries: np.ndarray, k: int, *, nprobe: int | None = None,
-               ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, *, nprobe: int | None = None, ef_search: int | None = None,
+               params: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(scores float32 [Q, k'], rows int64 [Q, k'])``, best first, ``k' = min(k, count)``.
 
         A row of -1 means faiss found fewer than ``k`` candidates (too small ``nprobe``); such
         fillers come last. ``nprobe`` / ``ef_search`` default to the values stored at build time;
-        ``ef_search`` is raised to ``k`` (HNSW returns at most ``efSearch`` results).
+        ``ef_search`` is raised to ``k`` (HNSW returns at most ``efSearch`` results). ``params``:
+        any other faiss ``ParameterSpace`` setting by name (e.g. ``{"k_factor_rf": 4}``: a refine
+        stage re-scores 4k candidates).
         """
         faiss = import_faiss()
         queries = np.asarray(queries)
@@ -301,6 +303,13 @@ class AnnIndex:
         if ef_search is not None and ef_search < 1:
             raise DprJaxError(f"--ef-search must be positive, got {ef_search}")
         _set_search_params(faiss, self.index, nprobe, ef)
+        for name, value in (params or {}).items():
+            try:
+                faiss.ParameterSpace().set_index_parameter(self.index, name, float(value))
+            except (RuntimeError, ValueError, TypeError) as e:
+                detail = str(e).splitlines()[0].rsplit("set_index_parameter:", 1)[-1].strip()[:200]
+                raise DprJaxError(f"faiss parameter {name}={value!r} does not apply to {self.desc['factory']} "
+                                  f"(faiss: {detail})") from None
         scores, rows = self.index.search(_float32(queries), k)
         return scores.astype(np.float32), rows.astype(np.int64)
 
