@@ -236,3 +236,25 @@ def test_other_faiss_parameters_by_name(index16, data, tmp_path):
     assert_exact_ranking(scores, wide, full, 10)
     with pytest.raises(DprJaxError, match=r"faiss parameter efSearchX=3 does not apply to IVF16,SQ4,RFlat \(faiss: "):
         ann.search(queries, 10, params={"efSearchX": 3})
+
+
+@pytest.mark.parametrize("dtype", ["float16", "int8"])
+def test_rerank_from_the_shards_gives_exact_scores_and_order(tmp_path, data, dtype):
+    from dpr_jax.index.ann import rerank_exact
+
+    queries, corpus = data
+    index = write_index(tmp_path, corpus, [2500, 2500, 1000], dtype=dtype)
+    build_ann(index, AnnSettings("ivf-pq", nlist=16, pq_m=8, nbits=6), progress=False)  # coarse codes
+    ann = open_ann(default_path(tmp_path), index)
+    full, ref = brute_force(queries, stored_values(index), 10)
+    _, approx = ann.search(queries, 10, nprobe=16)
+    _, shortlist = ann.search(queries, 200, nprobe=16)
+    shortlist[0, -5:] = -1  # fewer candidates for one question: fillers stay last
+    scores, rows = rerank_exact(index, queries, shortlist, 10, batch=7)
+    assert rows.shape == (50, 10) and recall(rows, ref) > recall(approx, ref)
+    for q in range(50):  # exactly the best 10 of the candidates, by exact score
+        cand = shortlist[q][shortlist[q] >= 0]
+        best = cand[np.argsort(-full[q, cand], kind="stable")[:10]]
+        np.testing.assert_allclose(full[q, rows[q]], full[q, best], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(scores, np.take_along_axis(full, rows, axis=1), rtol=1e-5, atol=1e-5)
+    assert np.all(np.diff(scores, axis=1) <= 0)

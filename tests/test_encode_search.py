@@ -244,6 +244,11 @@ def test_int8_truncated_index_faiss_and_exact_search_cli_end_to_end(minilm, mini
     assert "ivf-flat, approximate" in capsys.readouterr().err
     code, got = search(tmp_path / "ann1.json", "--nprobe", "1")
     assert code == 0 and all(len(row) <= 10 for row in got)
+    # re-ranked exactly from the int8 shards: the exact run's ids and (float32) scores
+    assert search(tmp_path / "rerank.json", "--nprobe", "4", "--rerank", "30") == (0, want)
+    for e, r in zip(*(json.loads((tmp_path / n).read_text()) for n in ("exact.json", "rerank.json"))):
+        np.testing.assert_allclose([c["score"] for c in r["ctxs"]], [c["score"] for c in e["ctxs"]], rtol=1e-6)
+    assert search(tmp_path / "bad.json", "--rerank", "5")[0] == 2
     exact_run, ann_run = (json.loads((tmp_path / n).read_text()) for n in ("exact.json", "ann.json"))
     for e, a in zip(exact_run, ann_run):
         assert [c["id"] for c in a["ctxs"]] == [c["id"] for c in e["ctxs"]]

@@ -41,6 +41,9 @@ def add_arguments(parser):
                                               "stored at build time; more = higher recall, slower)")
     g.add_argument("--ef-search", type=int, help="faiss HNSW: candidate list size (default: stored at build time, "
                                                  "at least --k; more = higher recall, slower)")
+    g.add_argument("--rerank", type=int, metavar="K",
+                   help="faiss: take its top K (>= --k) and re-score them exactly from the shards on disk (reads K "
+                        "vectors per question; scores become exact q.p, recall@k becomes the index's recall@K)")
     g.add_argument("--faiss-param", action="append", default=[], metavar="NAME=VALUE",
                    help="any other faiss ParameterSpace setting, repeatable (e.g. k_factor_rf=4: a Refine stage "
                         "re-scores 4 x k candidates)")
@@ -89,7 +92,7 @@ def run(args) -> int:
     entries = search_questions(loaded, args.index, questions, args.k, batch_size=args.batch_size,
                                max_length=args.max_length, dim=args.dim, exact=args.exact, ann=args.ann,
                                nprobe=args.nprobe, ef_search=args.ef_search, faiss_params=faiss_params,
-                               approx_recall=args.approx_recall)
+                               rerank=args.rerank, approx_recall=args.approx_recall)
     if not is_main_process():
         print("process 0 writes the run file", file=sys.stderr)
         return 0

@@ -314,6 +314,36 @@ class AnnIndex:
         return scores.astype(np.float32), rows.astype(np.int64)
 
 
+def rerank_exact(index: Index, queries: np.ndarray, rows: np.ndarray, k: int, *,
+                 batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Re-score candidate ``rows`` [Q, K] exactly (``q . p`` in float32 from the shards) and keep the best ``k``.
+
+    An approximate index ranks by approximate scores (PQ/SQ codes); reading the K candidates'
+    stored vectors back from the memory-mapped shards gives exact scores and order among them, so
+    recall@k becomes the approximate index's recall@K of the true top-k. The shards stay on disk:
+    each question reads K vectors (K x dim x bytes per value), ``batch`` questions at a time, and
+    the pages leave the process once read. A :meth:`~dpr_jax.index.store.Index.truncated` view
+    re-scores in its own dimension. Rows of -1 (no candidate) stay last. Returns ``(scores
+    float32, rows int64)`` [Q, min(k, K)], best first, ties to the lower row.
+    """
+    queries = np.asarray(queries, dtype=np.float32)
+    rows = np.asarray(rows, dtype=np.int64)
+    k = min(k, rows.shape[1])
+    out_s = np.full((rows.shape[0], k), -np.inf, np.float32)
+    out_r = np.full((rows.shape[0], k), -1, np.int64)
+    for start in range(0, rows.shape[0], batch):
+        cand = rows[start:start + batch]
+        uniq = np.unique(cand[cand >= 0])
+        vecs = index.vectors_at(uniq)
+        for j, (q, row) in enumerate(zip(queries[start:start + batch], cand)):
+            valid = row >= 0
+            scores = np.full(row.shape, -np.inf, np.float32)
+            scores[valid] = vecs[np.searchsorted(uniq, row[valid])] @ q
+            order = np.lexsort((np.where(valid, row, np.iinfo(np.int64).max), -scores))[:k]
+            out_s[start + j], out_r[start + j] = scores[order], np.where(valid[order], row[order], -1)
+    return out_s, out_r
+
+
 def open_ann(path, index: Index) -> AnnIndex:
     """Open the faiss index at ``path`` after checking it was finished and built from ``index`` as it is now."""
     faiss = import_faiss()

@@ -89,7 +89,7 @@ def search_vectors(index, queries: np.ndarray, k: int, *, chunk_rows: int = 262_
     return ids, scores
 
 
-def _open_approximate(index: Index, ann, *, exact: bool, approx_recall, nprobe, ef_search, faiss_params):
+def _open_approximate(index: Index, ann, *, exact: bool, approx_recall, nprobe, ef_search, faiss_params, rerank):
     """The faiss index this search uses (checked against the shards), or None for the exact JAX path."""
     from dpr_jax.index import ann as ann_mod
 
@@ -98,8 +98,8 @@ def _open_approximate(index: Index, ann, *, exact: bool, approx_recall, nprobe, 
     if ann and use_jax:
         raise DprJaxError("--ann and --exact/--approx-recall exclude each other")
     if use_jax or not (ann or ann_mod.sidecar(ann_path).exists() or ann_path.exists()):
-        if nprobe is not None or ef_search is not None or faiss_params:
-            raise DprJaxError("--nprobe/--ef-search/--faiss-param apply to a faiss index (dpr-jax index build), which this "
+        if nprobe is not None or ef_search is not None or faiss_params or rerank:
+            raise DprJaxError("--nprobe/--ef-search/--faiss-param/--rerank apply to a faiss index (dpr-jax index build), which this "
                               "search does not use")
         return None
     import jax
@@ -117,11 +117,12 @@ def _open_approximate(index: Index, ann, *, exact: bool, approx_recall, nprobe, 
 def dense_search(loaded, index_dir, questions: Sequence[str], k: int, *, batch_size: int = 128,
                  max_length: int = 64, chunk_rows: int = 262_144, progress: bool = True, dim: int | None = None,
                  exact: bool = False, ann=None, nprobe: int | None = None, ef_search: int | None = None,
-                 faiss_params: dict | None = None, approx_recall: float | None = None) -> tuple[list[list[str]], list[np.ndarray]]:
+                 faiss_params: dict | None = None, rerank: int | None = None, approx_recall: float | None = None) -> tuple[list[list[str]], list[np.ndarray]]:
     """Top-``k`` passage ids and scores for each question, with a loaded model.
 
     ``ann``: a faiss index file to search (default ``INDEX/ann.faiss`` when it exists), with
-    ``nprobe`` / ``ef_search`` / ``faiss_params`` (any faiss ``ParameterSpace`` setting); ``exact`` (or ``approx_recall``, an option of the JAX path) searches
+    ``nprobe`` / ``ef_search`` / ``faiss_params`` (any faiss ``ParameterSpace`` setting) and ``rerank``
+    K (re-score its top K exactly from the shards: :func:`~dpr_jax.index.ann.rerank_exact`); ``exact`` (or ``approx_recall``, an option of the JAX path) searches
     the shards with JAX instead. ``dim``: compare in the first ``dim`` coordinates. A question may
     get fewer than ``k`` hits from an approximate index (its lists are shorter).
 
@@ -134,7 +135,7 @@ def dense_search(loaded, index_dir, questions: Sequence[str], k: int, *, batch_s
     """
     index = open_index_for(loaded, index_dir, dim=dim, progress=progress)
     approx = _open_approximate(index, ann, exact=exact, approx_recall=approx_recall, nprobe=nprobe,
-                               ef_search=ef_search, faiss_params=faiss_params)  # before encoding questions
+                               ef_search=ef_search, faiss_params=faiss_params, rerank=rerank)  # before encoding
     queries = encode_question_texts(loaded, questions, batch_size=batch_size, max_length=max_length,
                                     progress=progress, dim=index.dim)
     if approx is None:
@@ -144,8 +145,14 @@ def dense_search(loaded, index_dir, questions: Sequence[str], k: int, *, batch_s
     if progress:
         print(f"searching {approx.path} ({approx.kind}, approximate; --exact searches the shards exactly)",
               file=sys.stderr)
-    scores, rows = approx.search(queries, min(k, index.count), nprobe=nprobe, ef_search=ef_search,
-                                 params=faiss_params)
+    k = min(k, index.count)
+    if rerank is not None and not k <= rerank:
+        raise DprJaxError(f"--rerank must be at least --k ({k}), got {rerank}")
+    scores, rows = approx.search(queries, rerank or k, nprobe=nprobe, ef_search=ef_search, params=faiss_params)
+    if rerank:
+        from dpr_jax.index.ann import rerank_exact
+
+        scores, rows = rerank_exact(index, queries, rows, k)
     ids = index.id_at(rows)  # the whole run at once: each shard's ids read once
     kept = [int(n) for n in (rows >= 0).sum(axis=1)]  # -1 fillers (fewer hits from faiss) come last
     return [row[:n] for row, n in zip(ids, kept)], [s[:n] for s, n in zip(scores, kept)]
