@@ -370,6 +370,6 @@ def open_ann(path, index: Index) -> AnnIndex:
                           "(copying the directory without keeping modification times also counts as a change)")
     fidx = faiss.read_index(str(storage.cached_copy(path)))  # faiss reads local files only
     if fidx.ntotal != index.count or fidx.d != desc["dim"]:
-        raise DprJaxError(f"{path} holds {fidx.ntotal} x {fidx.d} vectors but should hold {index.count} x {desc['dim']}; "
-                          f"{rebuild}")
+        raise DprJaxError(f"{path} holds {fidx.ntotal} x {fidx.d} vectors but should hold "
+                          f"{index.count} x {desc['dim']}; {rebuild}")
     return AnnIndex(path, desc, fidx)

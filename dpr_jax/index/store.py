@@ -18,7 +18,8 @@ Vector dtypes (``meta.json`` ``dtype``) and what the ``.npy`` holds:
   is per shard so shards are written (and resumed) independently; readers decode shard by shard.
 
 :meth:`Index.iter_chunks` returns float32/float16 values, or ``ml_dtypes.bfloat16`` (a zero-copy
-view of the bits, which JAX reads natively); :meth:`Index.vectors_at` returns float32.
+view of the bits, which JAX reads natively); :meth:`Index.vectors_at` returns float32. An
+:meth:`Index.truncated` view reads the first ``dim`` coordinates only (Matryoshka truncation).
 
 Ids: each id is followed by ``\\n`` and may contain no character that any common line splitter
 treats as a line break (``\\n \\r \\v \\f \\x1c \\x1d \\x1e \\x85 U+2028 U+2029``, exactly the set of
