@@ -14,6 +14,8 @@ re-normalised to keep scores cosines. A model that does not normalise (DPR: dot 
 carry part of the score, and re-normalising would throw that away. For questions the choice does
 not change the ranking (one positive factor per question) but it does change the scores that
 ``hybrid`` fuses; for passages it changes the ranking. Truncating to the full dimension is a no-op.
+Training's Matryoshka loss cuts (and re-normalises) by the same rule, in JAX
+(:func:`dpr_jax.train.loss.truncate`), so a model is searched in the space it was trained in.
 """
 
 from __future__ import annotations
