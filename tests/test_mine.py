@@ -283,3 +283,35 @@ def test_dense_teacher_encodes_positives_that_are_not_in_the_index(squad_files, 
     assert got.given_scores[1] == pytest.approx([float(qv[1] @ pv[1])], abs=1e-5)
     assert [len(r) for r in got.ids] == [2, 2] and np.all(np.diff(got.scores[0]) <= 0)
     assert inside.id not in got.ids[0] + got.ids[1]  # so its score came from the stored vector, not the ranking
+
+
+def test_dense_teacher_on_an_index_encoded_with_dim(minilm_dir, tmp_path):
+    # An index cut to 64 of all-MiniLM-L6-v2's 384 dimensions (encode --dim 64): questions and the
+    # positives encoded for their score are cut and re-normalised the same way (the model normalises).
+    import numpy as np
+
+    from dpr_jax.index import store
+    from dpr_jax.index.encode import TextEncoder
+    from dpr_jax.index.teacher import dense_rankings
+    from dpr_jax.models.loading import load_model
+
+    loaded = load_model(str(minilm_dir))
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((30, 64)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    store.write_shard(tmp_path, 0, vectors, [f"p{i}" for i in range(30)])
+    store.write_meta(tmp_path, model="random", dim=64, model_dim=384, normalize=True, dtype="float32", count=30,
+                     num_shards=1)
+    outsider = Passage("", "The Denver Broncos defeated the Carolina Panthers 24-10.", "Super Bowl 50")
+    qs = ["Who won Super Bowl 50?", "Where is the Eiffel tower?"]
+    got = dense_rankings(loaded, tmp_path, qs, 5, [[outsider, Passage("p7", "x")], []], progress=False)
+
+    def cut(x):
+        x = x[:, :64]
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    qv = cut(TextEncoder(loaded, max_length=64).encode_questions(qs))
+    pv = cut(TextEncoder(loaded, max_length=256).encode_passages([outsider.title], [outsider.text]))
+    assert got.given_scores[0] == pytest.approx([float(qv[0] @ pv[0]), float(qv[0] @ vectors[7])], abs=1e-5)
+    want = np.argsort(-(qv @ vectors.T), axis=1, kind="stable")[:, :5]
+    assert got.ids == [[f"p{i}" for i in row] for row in want]
