@@ -113,6 +113,32 @@ def test_index_shards_on_a_bucket_read_like_local_ones(root, tmp_path):
         store.open_index(root)
 
 
+def test_int8_shards_and_a_faiss_index_on_a_bucket(root):
+    # int8 shards (with their scale files) and a faiss index written next to them on the bucket:
+    # decoded alike, searched exactly when every list is probed, refused once a shard is rewritten
+    pytest.importorskip("faiss")
+    from dpr_jax.index import store
+    from dpr_jax.index.ann import AnnSettings, build_ann, default_path, open_ann
+
+    rng = np.random.default_rng(1)
+    vectors = rng.standard_normal((300, 16)).astype(np.float32)
+    for s, (a, b) in enumerate([(0, 200), (200, 300)]):
+        store.write_shard(root, s, vectors[a:b], [f"p{i}" for i in range(a, b)], dtype="int8")
+    store.write_meta(root, dim=16, dtype="int8", count=300, num_shards=2)
+    index = store.open_index(root)
+    stored = np.concatenate([c for _, c in index.iter_chunks(64)])
+    assert np.abs(stored - vectors).max() <= np.abs(vectors).max(axis=0).max() / 127
+    build_ann(index, AnnSettings("ivf-flat", nlist=4), progress=False)
+    assert storage.as_path(default_path(root)).is_file()
+    queries = rng.standard_normal((5, 16)).astype(np.float32)
+    scores, rows = open_ann(default_path(root), index).search(queries, 10, nprobe=4)
+    full = queries.astype(np.float64) @ stored.astype(np.float64).T
+    np.testing.assert_allclose(scores, -np.sort(-full, axis=1)[:, :10], rtol=1e-4, atol=1e-4)
+    store.write_shard(root, 1, vectors[200:300] * 2, [f"p{i}" for i in range(200, 300)], dtype="int8")
+    with pytest.raises(DprJaxError, match="stale"):
+        open_ann(default_path(root), store.open_index(root))
+
+
 # ------------------------------------------------------------------------------------------------
 # BM25: where the cache of a bucket corpus lives
 
