@@ -322,7 +322,9 @@ def rerank_exact(index: Index, queries: np.ndarray, rows: np.ndarray, k: int, *,
     stored vectors back from the memory-mapped shards gives exact scores and order among them, so
     recall@k becomes the approximate index's recall@K of the true top-k. The shards stay on disk:
     each question reads K vectors (K x dim x bytes per value), ``batch`` questions at a time, and
-    the pages leave the process once read. A :meth:`~dpr_jax.index.store.Index.truncated` view
+    the pages leave the process once read (local shards: a shard on a bucket is read whole per
+    batch, so keep the shards of a reranked index on local disk). A
+    :meth:`~dpr_jax.index.store.Index.truncated` view
     re-scores in its own dimension. Rows of -1 (no candidate) stay last. Returns ``(scores
     float32, rows int64)`` [Q, min(k, K)], best first, ties to the lower row.
     """
