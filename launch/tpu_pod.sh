@@ -30,7 +30,8 @@ Options (environment defaults in brackets):
   --spot                   create: a Spot (preemptible) slice
   --python VERSION         setup: Python of the workers' venv, installed with uv [default 3.11]
   --remote-dir DIR         repository copy on each worker, relative to home [default dpr-jax]
-  --tag TAG                run/logs: name of the run, logs are TAG-workerN.log [default timestamp / all]
+  --tag TAG                run/logs: name of the run, logs are TAG-workerN.log [default timestamp / all];
+                           letters, digits and . _ - only (it names files and a glob on the workers)
   --env KEY=VALUE          run: extra environment variable for COMMAND (repeatable)
   --detach                 run: start COMMAND in the background on the workers and return
   --log-dir DIR            local log directory [default logs/tpu-NAME]
@@ -102,6 +103,9 @@ log_dir=${log_dir:-logs/tpu-$name}
 [[ $subcommand == run && ${#command[@]} -eq 0 ]] && die "run: no command given (put it after --)"
 [[ $subcommand != run && ${#command[@]} -gt 0 ]] && die "$subcommand takes no command"
 [[ $remote_dir =~ ^[A-Za-z0-9_./-]+$ && $remote_dir != /* ]] || die "--remote-dir must be a plain path relative to home"
+# The tag names files on the workers and, for `logs`, a remote glob that scp may hand to a shell:
+# only a plain file name is safe in all three places, so nothing else is taken.
+[[ -z $tag || $tag =~ ^[A-Za-z0-9_.-]+$ ]] || die "--tag must be letters, digits, '.', '_' or '-' (got $(quote "$tag"))"
 
 gcloud_tpu=(gcloud compute tpus tpu-vm)
 location=()
@@ -144,7 +148,7 @@ case $subcommand in
     copy_repository
     # Ubuntu's python3 may be older than dpr-jax needs: uv installs the requested Python.
     on_all_workers "set -e; [ -x ~/.local/bin/uv ] || curl -LsSf https://astral.sh/uv/install.sh | sh; \
-~/.local/bin/uv venv --allow-existing --python $python_version $remote_dir/.venv && \
+~/.local/bin/uv venv --allow-existing --python $(quote "$python_version") $remote_dir/.venv && \
 ~/.local/bin/uv pip install --python $remote_dir/.venv/bin/python -e ./$remote_dir 'jax[tpu]' && \
 cd $remote_dir && .venv/bin/python -c 'from dpr_jax.distributed import maybe_initialize; maybe_initialize()'"
     ;;
@@ -159,11 +163,11 @@ cd $remote_dir && .venv/bin/python -c 'from dpr_jax.distributed import maybe_ini
     env_prefix=""
     ((${#extra_env[@]})) && env_prefix="$(quote env "${extra_env[@]}") "
     command_line="$env_prefix$(quote "${command[@]}")"
-    worker_log="logs/$tag-worker\$W.log"
+    worker_log="logs/$(quote "$tag")-worker\$W.log"
     if ((detach)); then
       on_all_workers "cd $remote_dir && mkdir -p logs && W=$worker_id && \
 nohup bash -c $(quote "source .venv/bin/activate && $command_line") > $worker_log 2>&1 < /dev/null & \
-echo \"worker \$W: started $tag\""
+echo \"worker \$W: started \"$(quote "$tag")"
       echo "tpu_pod.sh: started '$tag' on all workers; fetch its logs with: $0 logs --name $name --tag $tag" >&2
     else
       # Each worker keeps its own log; the terminal (and $log_dir/$tag.log) gets every worker's

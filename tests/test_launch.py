@@ -420,3 +420,36 @@ def test_tpu_detached_run_keeps_going_after_the_launcher_returns(tmp_path):
         time.sleep(0.2)
     else:
         pytest.fail("the detached run never wrote its log")
+
+
+def _remote_words(command: str) -> list[str]:
+    """The words and operators of a remote shell command, as bash would split them."""
+    lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    return list(lexer)
+
+
+def test_tpu_python_version_crossing_ssh_stays_one_word():
+    """--python lands in a command line run by the workers' shell: it must stay one word there."""
+    hostile = "3.11;touch /tmp/dpr-jax-injected"
+    commands = _lines(_tpu("setup", "--name", "p", "--python", hostile, "--dry-run").stdout)
+    remote = " ".join(w[len("--command="):] for c in _gcloud_tpu(commands, "ssh") for w in c
+                      if w.startswith("--command=") and "uv venv" in w)
+    words = _remote_words(remote)
+    assert words[words.index("--python") + 1] == hostile
+
+
+def test_tpu_hostile_tag_runs_nothing_else_on_the_workers(tmp_path):
+    """The tag names log files on the workers (and a remote glob for `logs`): only a plain name is taken."""
+    env = _fake_gcloud(tmp_path)
+    home = tmp_path / "worker-home"
+    assert _bash("tpu_pod.sh", "sync", "--name", "p", env=env).returncode == 0
+    _stand_in_venv(home / "dpr-jax" / ".venv")
+    for detach in ([], ["--detach"]):
+        result = _bash("tpu_pod.sh", "run", "--name", "p", "--tag", "x;touch injected;", *detach,
+                       "--log-dir", str(tmp_path / "logs"), "--", "python", "-c", "print('ok')", env=env)
+        assert not list(home.rglob("injected*"))
+        assert result.returncode == 2 and "--tag" in result.stderr
+    for bad in ("a b", "../up", "$(id)"):
+        assert _tpu("run", "--tag", bad, "--dry-run", "--", "x").returncode == 2
+        assert _tpu("logs", "--tag", bad, "--dry-run").returncode == 2
