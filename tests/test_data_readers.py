@@ -355,3 +355,78 @@ def test_cli_subprocess_no_traceback(tmp_path):
     r = subprocess.run([sys.executable, "-m", "dpr_jax", "data", "validate", str(tmp_path / "missing.jsonl"),
                         "--kind", "questions"], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert r.returncode == 2 and r.stderr == f"error: {tmp_path / 'missing.jsonl'}: file not found\n"
+
+
+# ------------------------------------------------------------------------------- byte-order mark
+
+BOM = "\ufeff"
+
+
+def _bom_cases(tmp_path):
+    """(file name, content, reader) for every reader kind; each reader returns something comparable."""
+    from dpr_jax.data.squad import load_squad
+    from dpr_jax.index.runs import read_run
+
+    def first_passage(path):
+        return next(read_passages(path))
+
+    def questions(path):
+        return read_questions(path)[0]
+
+    def training(path):
+        return read_training_records(path)[0][0].question
+
+    def run(path):
+        entry = read_run(path, [Question("q1", "what?")])[0]
+        return entry.question.id, [(h.id, h.score) for h in entry.hits]
+
+    squad = {"data": [{"title": "T", "paragraphs": [{"context": "c", "qas": [
+        {"id": "q1", "question": "what?", "answers": [{"text": "c"}]}]}]}]}
+    return [
+        ("psgs.tsv", "id\ttext\ttitle\np1\tsome text\tT\n", first_passage),
+        ("psgs_noheader.tsv", "p1\tsome text\tT\n", first_passage),
+        ("psgs.jsonl", '{"id": "p1", "text": "some text", "title": "T"}\n', first_passage),
+        ("corpus.jsonl", '{"_id": "p1", "text": "some text", "title": "T"}\n', first_passage),
+        ("q.jsonl", '{"id": "q1", "question": "what?", "answers": ["a"]}\n', questions),
+        ("q.tsv", 'what?\t["a"]\n', questions),
+        ("q_dpr.json", '[{"question": "what?", "answers": ["a"], "positive_ctxs": [{"text": "t", "id": "p1"}]}]',
+         questions),
+        ("train.json", '[{"question": "what?", "positive_ctxs": [{"text": "t"}]}]', training),
+        ("train.jsonl", '{"question": "what?", "positive_ctxs": [{"text": "t"}]}\n', training),
+        ("run.json", '[{"id": "q1", "question": "what?", "ctxs": [{"id": "p1", "score": 1.5}]}]', run),
+        ("run.trec", "q1 Q0 p1 1 1.5 x\n", run),
+        ("squad.json", json.dumps(squad), lambda p: load_squad(p)[0]["paragraphs"][0]["qas"][0]),
+    ]
+
+
+def test_a_leading_utf8_bom_is_accepted_by_every_reader(tmp_path):
+    """Windows tools often start UTF-8 files with a BOM; it is not part of the first id or JSON value."""
+    for name, content, reader in _bom_cases(tmp_path):
+        plain = write(tmp_path / name, content)
+        expected = reader(plain)
+        with_bom = write(tmp_path / f"bom_{name}", BOM + content)
+        assert reader(with_bom) == expected, name
+        if name.endswith(".tsv") or name.endswith("l"):  # and gzipped
+            gz = tmp_path / f"bom_{name}.gz"
+            gz.write_bytes(gzip.compress((BOM + content).encode()))
+            assert reader(gz) == expected, name
+    qrels = write(tmp_path / "qrels.tsv", BOM + "query-id\tcorpus-id\tscore\nq1\tp1\t1\n")
+    assert read_qrels(qrels) == {"q1": ("p1",)}
+    assert detect_passage_format(write(tmp_path / "x", BOM + '{"_id": "p1", "text": "t"}\n')) == "beir"
+    assert detect_question_format(write(tmp_path / "y", BOM + '[{"question": "q"}]')) == "dpr"
+    from dpr_jax.models.loading import read_hf_config
+    from dpr_jax.train.config import load_config_file
+
+    (tmp_path / "model").mkdir()
+    write(tmp_path / "model" / "config.json", BOM + '{"hidden_size": 8}')
+    assert read_hf_config(tmp_path / "model") == {"hidden_size": 8}
+    config = write(tmp_path / "cfg.py", BOM + "import ml_collections\n\ndef get_config():\n"
+                                              "    return ml_collections.ConfigDict({'seed': 3})\n")
+    assert load_config_file(config).seed == 3  # Python itself accepts a BOM in source files
+
+
+def test_utf16_files_are_named_as_such(tmp_path):
+    f = tmp_path / "q.jsonl"
+    f.write_bytes('{"question": "what?"}\n'.encode("utf-16"))
+    with pytest.raises(InputError, match=r"q\.jsonl:1: .*UTF-16.*save it as UTF-8"):
+        read_questions(f)

@@ -19,7 +19,6 @@ The default eval articles are the 12 named in the shared data README (the retrie
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import urllib.error
 import urllib.request
@@ -27,6 +26,7 @@ from pathlib import Path
 
 from dpr_jax import settings, storage
 from dpr_jax.data.records import Passage, TrainRecord
+from dpr_jax.data.textfiles import read_json
 from dpr_jax.data.training_data import write_training_records
 from dpr_jax.errors import DprJaxError, InputError
 
@@ -88,13 +88,7 @@ def load_squad(squad_file) -> list[dict]:
     (``data[3].paragraphs[5].qas[2].answers``).
     """
     path = storage.as_path(squad_file)
-    try:
-        with storage.open_read(path, "r") as f:
-            root = json.load(f)
-    except json.JSONDecodeError as e:
-        raise InputError(path, f"malformed JSON: {e.msg} (column {e.colno})", line=e.lineno) from None
-    except UnicodeDecodeError as e:
-        raise InputError(path, f"not UTF-8 text ({e.reason})") from None
+    root = read_json(path)
     _expect(path, root, dict, "(root)")
     articles = []
     seen_titles, seen_qids = set(), set()

@@ -1,8 +1,10 @@
 """Reading text files line by line with located problems: the layer every input reader sits on.
 
 Corpora, question sets and training files share the same mechanics, kept here once: opening a
-file that may be gzipped and may be local or on a bucket (:func:`dpr_jax.storage.open_read`), decoding UTF-8 line by line so a bad byte is reported on its own line
-(:func:`iter_text_lines`, :func:`read_text`), sniffing the first record (:func:`first_nonblank_line`,
+file that may be gzipped and may be local or on a bucket (:func:`dpr_jax.storage.open_read`), decoding
+UTF-8 line by line so a bad byte is reported on its own line (:func:`iter_text_lines`,
+:func:`read_text`) with a leading UTF-8 byte-order mark dropped (Windows tools write one; it is
+not part of the first id or JSON value) and UTF-16 named as such, sniffing the first record (:func:`first_nonblank_line`,
 :func:`base_suffix`), counting lines for progress bars (:func:`count_lines`), tab-separated rows
 read with DPR's ``csv`` settings (:func:`iter_tsv_rows`), JSON records from a JSON array or JSON
 lines with the line each one starts on (:func:`iter_json_records`), and :class:`Problem`, a located
@@ -59,11 +61,25 @@ def _open_binary(path):
     return storage.open_read(path)
 
 
+_UTF8_BOM = b"\xef\xbb\xbf"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def _strip_bom(path, first: bytes) -> bytes:
+    """The file's first bytes without a UTF-8 byte-order mark; UTF-16 is refused with a clear message."""
+    if first.startswith(_UTF8_BOM):
+        return first[len(_UTF8_BOM):]
+    if first.startswith(_UTF16_BOMS):
+        raise InputError(path, "UTF-16 text (it starts with a UTF-16 byte-order mark); save it as UTF-8", line=1)
+    return first
+
+
 def iter_text_lines(path) -> Iterator[str]:
     """Yield the UTF-8 lines of a (possibly gzipped) file, line endings kept, decoding line by line.
 
     Decoding each line separately (instead of a text-mode file's 8 KiB chunks) lets a bad byte be
-    reported on its own line; a corrupt gzip stream is reported after the last good line.
+    reported on its own line; a corrupt gzip stream is reported after the last good line. A leading
+    byte-order mark is dropped.
     """
     lineno = 0
     with _open_binary(path) as f:
@@ -75,6 +91,8 @@ def iter_text_lines(path) -> Iterator[str]:
             if not raw:
                 return
             lineno += 1
+            if lineno == 1:
+                raw = _strip_bom(path, raw)
             try:
                 yield raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -82,16 +100,39 @@ def iter_text_lines(path) -> Iterator[str]:
 
 
 def read_text(path) -> str:
-    """The whole (possibly gzipped) file as a string; a bad byte is reported with its line."""
+    """The whole (possibly gzipped) file as a string (no byte-order mark); a bad byte is reported with its line."""
     with _open_binary(path) as f:
         try:
             data = f.read()
         except (OSError, EOFError, gzip.BadGzipFile) as e:
             raise InputError(path, f"cannot read: {e}") from None
+    data = _strip_bom(path, data)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise InputError(path, f"not UTF-8 text ({e.reason})", line=data.count(b"\n", 0, e.start) + 1) from None
+
+
+def read_json(path):
+    """The one JSON value a whole file holds; malformed JSON is an :class:`InputError` at its line."""
+    text = read_text(path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(path, f"malformed JSON: {e.msg} (column {e.colno})", line=e.lineno) from None
+
+
+def head_text(path, size: int = 4096) -> str:
+    """The first ``size`` bytes of a (possibly gzipped) file as text (no byte-order mark), for sniffing.
+
+    Unlike :func:`first_nonblank_line` this never reads a whole long line (a one-line JSON file).
+    """
+    with _open_binary(path) as f:
+        try:
+            data = f.read(size)
+        except (OSError, EOFError, gzip.BadGzipFile) as e:
+            raise InputError(path, f"cannot read: {e}") from None
+    return _strip_bom(path, data).decode("utf-8", errors="ignore")
 
 
 def first_nonblank_line(path) -> str:
@@ -239,5 +280,5 @@ def _iter_json_array(path) -> Iterator[tuple[int, object]]:
         raise error(pos, "expected ',' or ']' after an element")
 
 
-__all__ = ["Problem", "base_suffix", "count_lines", "estimate_lines", "first_nonblank_line", "iter_json_records", "iter_text_lines",
-           "iter_tsv_rows", "read_text"]
+__all__ = ["Problem", "base_suffix", "count_lines", "estimate_lines", "first_nonblank_line", "head_text",
+           "iter_json_records", "iter_text_lines", "iter_tsv_rows", "read_json", "read_text"]

@@ -26,6 +26,7 @@ from typing import Iterable, Sequence
 
 from dpr_jax import storage
 from dpr_jax.data.records import Passage, Question
+from dpr_jax.data.textfiles import head_text, iter_text_lines, read_json
 from dpr_jax.errors import DprJaxError, InputError
 
 
@@ -107,9 +108,7 @@ def read_run(path, questions: Sequence[Question] | None = None) -> list[RunEntry
     path = storage.as_path(path)
     if not path.is_file():
         raise InputError(path, "run file not found")
-    with storage.open_read(path) as f:
-        head = f.read(4096).decode("utf-8", errors="replace").lstrip()
-    if head.startswith(("[", "{")):
+    if head_text(path).lstrip().startswith(("[", "{")):
         entries = _read_dpr_json(path)
         return _merge_questions(path, entries, questions) if questions is not None else entries
     return _read_trec(path, questions)
@@ -125,11 +124,7 @@ def _as_str_list(path, value, index: int, field: str) -> tuple[str, ...]:
 
 
 def _read_dpr_json(path) -> list[RunEntry]:
-    try:
-        with storage.open_read(path, "r") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise InputError(path, f"invalid JSON: {e.msg}", line=e.lineno) from None
+    data = read_json(path)
     if not isinstance(data, list):
         raise InputError(path, "a DPR result file must hold a JSON list of questions")
     entries = []
@@ -184,20 +179,19 @@ def _merge_questions(path, entries: list[RunEntry], questions: Sequence[Question
 
 def _read_trec(path, questions: Sequence[Question] | None) -> list[RunEntry]:
     per_query: dict[str, list[tuple[float, int, str]]] = {}
-    with storage.open_read(path, "r") as f:
-        for lineno, line in enumerate(f, start=1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 6:
-                raise InputError(path, f"expected 'qid Q0 docid rank score tag' (6 columns), got {len(parts)}",
-                                 line=lineno)
-            qid, _, docid, rank, score, _ = parts
-            try:
-                rank_i, score_f = int(rank), float(score)
-            except ValueError:
-                raise InputError(path, f"rank {rank!r} / score {score!r} are not numbers", line=lineno) from None
-            per_query.setdefault(qid, []).append((score_f, rank_i, docid))
+    for lineno, line in enumerate(iter_text_lines(path), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 6:
+            raise InputError(path, f"expected 'qid Q0 docid rank score tag' (6 columns), got {len(parts)}",
+                             line=lineno)
+        qid, _, docid, rank, score, _ = parts
+        try:
+            rank_i, score_f = int(rank), float(score)
+        except ValueError:
+            raise InputError(path, f"rank {rank!r} / score {score!r} are not numbers", line=lineno) from None
+        per_query.setdefault(qid, []).append((score_f, rank_i, docid))
     if not per_query:
         raise InputError(path, "empty run file (neither a DPR JSON list nor TREC lines)")
 

@@ -23,12 +23,12 @@ plain BERT model gets [CLS] pooling; a DPR config's ``projection_dim`` adds the 
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 from flax import nnx
 
 from dpr_jax import storage
+from dpr_jax.data.textfiles import read_json
 from dpr_jax.errors import DprJaxError
 from dpr_jax.models import run_dir
 from dpr_jax.models.config import BertConfig, EncoderConfig
@@ -110,11 +110,11 @@ def default_encoder_config(model_dir: Path, hf_config: dict) -> EncoderConfig:
     pooling, normalize = "cls", False
     pooling_cfg = model_dir / "1_Pooling" / "config.json"
     if pooling_cfg.exists():
-        cfg = json.loads(pooling_cfg.read_text())
+        cfg = read_json(pooling_cfg)
         pooling = "mean" if cfg.get("pooling_mode_mean_tokens") else "cls"
     modules = model_dir / "modules.json"
     if modules.exists():
-        normalize = any(m.get("type", "").endswith("Normalize") for m in json.loads(modules.read_text()))
+        normalize = any(m.get("type", "").endswith("Normalize") for m in read_json(modules))
     return EncoderConfig(pooling=pooling, normalize=normalize, projection_dim=int(hf_config.get("projection_dim") or 0))
 
 
@@ -122,10 +122,7 @@ def read_hf_config(model_dir: Path) -> dict:
     cfg_path = model_dir / "config.json"
     if not cfg_path.exists():
         raise DprJaxError(f"{model_dir}: no config.json (not a Hugging Face model directory)")
-    try:
-        return json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
-        raise DprJaxError(f"{cfg_path}:{e.lineno}: invalid JSON: {e.msg}") from e
+    return read_json(cfg_path)
 
 
 def _override(cfg: EncoderConfig, pooling, normalize, projection_dim, dtype) -> EncoderConfig:
