@@ -89,3 +89,19 @@ def gcs_dir(gcs_emulator, request) -> str:
     """A fresh ``gs://`` prefix (nothing under it yet) in the emulator's bucket, one per test."""
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)[:60]
     return f"gs://{gcs_emulator.bucket}/{name}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, minilm_dir) -> Path:
+    """A tiny random dual encoder (1 layer, width 32, MiniLM's real tokenizer) exported as a Hugging Face
+    directory: a ``--model`` that the CLI loads and runs in a moment, for tests of command behaviour."""
+    from dpr_jax.models.config import BertConfig, EncoderConfig
+    from dpr_jax.models.export import export_model
+    from dpr_jax.models.loading import init_random_model
+
+    bert = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                      intermediate_size=64, max_position_embeddings=128)
+    loaded = init_random_model(bert, EncoderConfig(pooling="mean"), str(minilm_dir), shared=True, seed=0)
+    out = tmp_path_factory.mktemp("tiny_model") / "model"
+    export_model(loaded, out, "hf")
+    return out

@@ -14,10 +14,12 @@ HELP = "retrieve with BM25 (bm25s) and write a run file"
 
 
 def add_arguments(parser) -> None:
+    from dpr_jax.commands.common import positive_int
+
     parser.add_argument("--passages", required=True, help="passages file (DPR TSV, JSONL or BEIR corpus.jsonl)")
     parser.add_argument("--questions", required=True, help="question file (JSONL, DPR QA TSV, BEIR queries)")
     parser.add_argument("--qrels", help="BEIR qrels TSV giving the positive passage ids")
-    parser.add_argument("--k", type=int, default=100, help="hits per question (default 100)")
+    parser.add_argument("--k", type=positive_int, default=100, help="hits per question (default 100)")
     parser.add_argument("--out", required=True, help="run file to write")
     parser.add_argument("--index-dir", help="where the BM25 index is cached, local or gs:// (default <passages>.bm25/; "
                              "for a gs:// corpus a local cache)")

@@ -1,12 +1,27 @@
-"""Argument groups several subcommands share, so every model-taking command loads models one way.
+"""Argument pieces several subcommands share, so every command parses and loads the same way.
 
 Each ``dpr-jax`` command that takes a model (``encode``, ``search``, ``mine``, ``plot embeddings``)
 adds :func:`add_model_arguments` and loads with :func:`load_model_from_args`: the same ``--model``
 spec forms (Hugging Face directory or hub name, dpr-jax run directory, export), ``--step`` for a
 run's checkpoint, ``--pooling`` and ``--compute-dtype`` overrides, and the batch/length options.
+Counts such as ``--k`` use :func:`positive_int`, so ``--k 0`` or ``--k -1`` stop at parsing
+instead of giving an empty (or silently shortened) result after the work.
 """
 
 from __future__ import annotations
+
+import argparse
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type``: an integer >= 1 (a count of hits, passages, sequences, tokens)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def add_model_arguments(parser, default_max_length: int, *, required: bool = True,
@@ -17,8 +32,8 @@ def add_model_arguments(parser, default_max_length: int, *, required: bool = Tru
     parser.add_argument("--step", type=int, help="checkpoint step of a run directory (default: latest)")
     parser.add_argument("--pooling", choices=["cls", "mean"], help="override the model's pooling")
     parser.add_argument("--compute-dtype", choices=["float32", "bfloat16"], help="activation dtype")
-    parser.add_argument("--batch-size", type=int, default=64, help="sequences per batch (split over local devices)")
-    parser.add_argument("--max-length", type=int, default=default_max_length, help="max tokens per sequence")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="sequences per batch (split over local devices)")
+    parser.add_argument("--max-length", type=positive_int, default=default_max_length, help="max tokens per sequence")
 
 
 def load_model_from_args(args):

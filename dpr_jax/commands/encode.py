@@ -13,7 +13,7 @@ HELP = "encode a passage corpus into embedding shards on disk"
 
 
 def add_arguments(parser):
-    from dpr_jax.commands.common import add_model_arguments
+    from dpr_jax.commands.common import add_model_arguments, positive_int
     from dpr_jax.distributed import add_distributed_arguments
 
     add_model_arguments(parser, default_max_length=256)
@@ -23,9 +23,9 @@ def add_arguments(parser):
     parser.add_argument("--dtype", default="float16", choices=["float16", "float32", "bfloat16", "int8"],
                         help="stored vector dtype (default float16); int8 keeps a per-dimension scale per shard "
                              "(4x smaller than float32, each coordinate within scale/2)")
-    parser.add_argument("--dim", type=int, help="keep only the first DIM coordinates of each vector (Matryoshka "
+    parser.add_argument("--dim", type=positive_int, help="keep only the first DIM coordinates of each vector (Matryoshka "
                                                 "truncation; re-normalised when the model normalises)")
-    parser.add_argument("--block-size", type=int, default=100_000, help="passages per output shard")
+    parser.add_argument("--block-size", type=positive_int, default=100_000, help="passages per output shard")
     add_distributed_arguments(parser)
 
 

@@ -22,12 +22,11 @@ HELP = "top-k accuracy, recall, MRR@10 and trec_eval measures (nDCG@10, MAP) of 
 def _parse_ks(text: str) -> list[int]:
     import argparse
 
-    try:
-        ks = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not ks or min(ks) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    from dpr_jax.commands.common import positive_int
+
+    ks = [positive_int(x) for x in text.split(",") if x.strip()]
+    if not ks:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
     return ks
 
 

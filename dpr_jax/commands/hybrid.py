@@ -12,13 +12,15 @@ HELP = "fuse dense and BM25 runs (pyserini hybrid)"
 
 
 def add_arguments(parser) -> None:
+    from dpr_jax.commands.common import positive_int
+
     parser.add_argument("--dense", required=True, help="dense run (DPR JSON or TREC)")
     parser.add_argument("--sparse", required=True, help="sparse run, e.g. from `dpr-jax bm25`")
     parser.add_argument("--alpha", type=float, default=1.0, help="weight of the sparse scores (default 1.0)")
     parser.add_argument("--no-normalize", dest="normalize", action="store_false",
                         help="fuse raw scores instead of min/max-normalised ones")
     parser.add_argument("--weight-on-dense", action="store_true", help="alpha weights the dense scores instead")
-    parser.add_argument("--k", type=int, default=100, help="hits kept per question (default 100)")
+    parser.add_argument("--k", type=positive_int, default=100, help="hits kept per question (default 100)")
     parser.add_argument("--questions", help="question file (needed when a run is in TREC format)")
     parser.add_argument("--qrels", help="BEIR qrels for --questions")
     parser.add_argument("--no-text", action="store_true", help="leave passage titles/texts out of the JSON run")

@@ -17,7 +17,7 @@ HELP = "mine BM25 or dense hard negatives into a training file"
 
 
 def add_arguments(parser) -> None:
-    from dpr_jax.commands.common import add_model_arguments
+    from dpr_jax.commands.common import add_model_arguments, positive_int
 
     parser.add_argument("--passages", required=True, help="passages file the negatives are drawn from")
     parser.add_argument("--train", required=True, help="DPR retriever training file (JSON or JSONL)")
@@ -27,8 +27,8 @@ def add_arguments(parser) -> None:
                         model_help="dense: the model that ranks (HF directory or hub name, run directory, export)")
     parser.add_argument("--index", help="dense: encoded corpus directory (from `dpr-jax encode`)")
     parser.add_argument("--index-dir", help="bm25: index cache directory (default <passages>.bm25/; for a gs:// corpus a local cache)")
-    parser.add_argument("--num", type=int, default=30, help="hard negatives per question (default 30)")
-    parser.add_argument("--depth", type=int, default=100, help="passages retrieved per question (default 100)")
+    parser.add_argument("--num", type=positive_int, default=30, help="hard negatives per question (default 30)")
+    parser.add_argument("--depth", type=positive_int, default=100, help="passages retrieved per question (default 100)")
     parser.add_argument("--match", choices=("string", "regex"), default="string", help="answer matching")
     parser.add_argument("--skip-bad-records", action="store_true",
                         help="drop invalid training records (reported) instead of stopping at the first")

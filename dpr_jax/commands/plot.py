@@ -16,7 +16,7 @@ HELP = "plot question/passage embeddings (PCA) or a run's training curves (PNG)"
 
 
 def add_arguments(parser) -> None:
-    from dpr_jax.commands.common import add_model_arguments
+    from dpr_jax.commands.common import add_model_arguments, positive_int
 
     sub = parser.add_subparsers(dest="what", metavar="WHAT", required=True)
     emb = sub.add_parser("embeddings", help="questions and passages in the PCA plane of the model's vectors")
@@ -24,7 +24,7 @@ def add_arguments(parser) -> None:
     emb.add_argument("--questions", required=True, help="questions with positive_ids (JSONL, BEIR, DPR JSON)")
     emb.add_argument("--passages", required=True, help="the passages the positive_ids refer to")
     emb.add_argument("--out", required=True, help="PNG file to write")
-    emb.add_argument("--sample", type=int, default=200, help="questions drawn at most (default 200)")
+    emb.add_argument("--sample", type=positive_int, default=200, help="questions drawn at most (default 200)")
     emb.add_argument("--others", type=int, default=100, help="random non-positive passages drawn (default 100)")
     emb.add_argument("--seed", type=int, default=0, help="sampling seed")
     emb.add_argument("--title", help="figure title (default: names the model)")

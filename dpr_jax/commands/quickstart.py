@@ -8,10 +8,12 @@ HELP = "SQuAD end to end: BM25, zero-shot dense, DPR fine-tune, hybrid, one tabl
 
 
 def add_arguments(parser):
+    from dpr_jax.commands.common import positive_int
+
     parser.add_argument("--workdir", default="runs/quickstart", help="where everything is written")
     parser.add_argument("--squad", help="SQuAD v1.1 JSON (default: $DPR_JAX_DATA/squad/dev-v1.1.json or ../shared/data)")
-    parser.add_argument("--train-steps", type=int, help="training steps (default 20: minutes on a CPU)")
-    parser.add_argument("--passage-max-length", type=int, default=256, help="passage tokens for encoding")
+    parser.add_argument("--train-steps", type=positive_int, help="training steps (default 20: minutes on a CPU)")
+    parser.add_argument("--passage-max-length", type=positive_int, default=256, help="passage tokens for encoding")
     parser.add_argument("--no-train", action="store_true", help="skip the fine-tune (BM25, zero-shot, hybrid only)")
 
 

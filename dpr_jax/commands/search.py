@@ -17,7 +17,7 @@ Example:
       --questions eval.jsonl --passages passages.jsonl --k 100 --out dense.json
 """
 
-from dpr_jax.commands.common import add_model_arguments, load_model_from_args
+from dpr_jax.commands.common import add_model_arguments, load_model_from_args, positive_int
 
 HELP = "retrieve top-k passages for questions from a dense index"
 
@@ -29,7 +29,7 @@ def add_arguments(parser):
     parser.add_argument("--qrels", help="BEIR qrels TSV giving positive ids")
     parser.add_argument("--passages", help="passages file, to put title/text/has_answer into the output "
                                            "(default: the one the index was encoded from)")
-    parser.add_argument("--k", type=int, default=100, help="passages per question")
+    parser.add_argument("--k", type=positive_int, default=100, help="passages per question")
     parser.add_argument("--match", default="string", choices=["string", "regex"], help="answer matching")
     parser.add_argument("--out", required=True, help="run file to write")
     parser.add_argument("--trec", action="store_true", help="write a TREC run file instead of DPR JSON")

@@ -87,7 +87,11 @@ def read_questions(path, *, fmt: str | None = None, qrels=None, problems: list |
     if not questions and not problems:
         raise InputError(path, "no questions in file")
     if qrels is not None:
-        questions = apply_qrels(questions, read_qrels(qrels), qrels)
+        kept = apply_qrels(questions, read_qrels(qrels), qrels)
+        if not kept and questions:
+            raise InputError(qrels, f"none of the {len(questions)} questions of {path} has a positive in the "
+                                    "qrels (do its query ids match the question ids?)")
+        questions = kept
     return questions
 
 

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from dpr_jax import storage
 from dpr_jax.data.passages import estimate_passage_count, read_passages
-from dpr_jax.errors import DprJaxError
+from dpr_jax.errors import DprJaxError, InputError
 from dpr_jax.index import store
 from dpr_jax.index.id_check import check_unique_shard_ids
 from dpr_jax.index.truncate import check_dim, truncate_vectors
@@ -167,6 +167,8 @@ def encode_corpus(loaded, passages_path, out_dir, *, shard: tuple[int, int] = (0
                           dtype=out_dtype)
         written.append(b)
     bar.close()
+    if count == 0:
+        raise InputError(passages_path, "no passages in the file: nothing to encode")
     num_shards = -(-count // block_size)
     meta = None
     if all(store.shard_done(out_dir, b) for b in range(num_shards)):

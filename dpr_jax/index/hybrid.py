@@ -67,6 +67,8 @@ def fuse_hits(dense: Sequence[Hit], sparse: Sequence[Hit], alpha: float = 1.0, n
 def fuse(dense_entries: Sequence[RunEntry], sparse_entries: Sequence[RunEntry], alpha: float = 1.0,
          normalization: bool = True, weight_on_dense: bool = False, k: int = 100) -> list[RunEntry]:
     """Fuse two runs question by question (matched by position, checked by id and text)."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise DprJaxError(f"k must be a positive integer, got {k!r}")
     if len(dense_entries) != len(sparse_entries):
         raise DprJaxError(f"the dense run has {len(dense_entries)} questions and the sparse run "
                           f"{len(sparse_entries)}; fuse runs made from the same question file")

@@ -127,6 +127,8 @@ def _read_dpr_json(path) -> list[RunEntry]:
     data = read_json(path)
     if not isinstance(data, list):
         raise InputError(path, "a DPR result file must hold a JSON list of questions")
+    if not data:
+        raise InputError(path, "no questions in the run (an empty JSON list)")
     entries = []
     for i, obj in enumerate(data):
         where = f"question #{i}"
