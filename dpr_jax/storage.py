@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import gzip
 import hashlib
 import io
@@ -268,7 +269,68 @@ def fingerprint(path) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------
+# Checking where outputs go, before the work
+
+
+def _nearest_existing(path: Path) -> Path:
+    for candidate in path.parents:
+        if candidate.exists():
+            return candidate
+    return Path(path.anchor or ".")
+
+
+def _check_can_create_in(directory: Path, path: Path, what: str) -> None:
+    """Raise unless files can be created in ``directory`` (an unnamed temporary file is the probe)."""
+    if not directory.is_dir():
+        raise DprJaxError(f"{what} {path}: {directory} is a file, so nothing can be created under it")
+    try:
+        tempfile.TemporaryFile(dir=directory).close()  # O_TMPFILE on Linux: nothing appears in the directory
+    except OSError as e:
+        raise DprJaxError(f"{what} {path}: cannot create files in {directory} ({e.strerror or e})") from None
+
+
+def check_output_file(path, what: str = "--out") -> None:
+    """Fail now, with one line, if a file cannot be written at ``path`` (called before the work).
+
+    Locally, ``path`` must not be a directory and its nearest existing parent must be a directory
+    files can be created in (missing directories in between are made when the file is written).
+    For a URL, its bucket must exist (:func:`make_dirs`; nothing is created).
+    """
+    p = as_path(path)
+    if is_remote(p):
+        make_dirs(p)
+        return
+    p = p.expanduser().absolute()
+    if p.is_dir():
+        raise DprJaxError(f"{what} {p}: is a directory; expected a file name")
+    _check_can_create_in(p.parent if p.parent.exists() else _nearest_existing(p), p, what)
+
+
+def check_output_dir(path, what: str = "--out") -> None:
+    """Fail now, with one line, if a directory cannot be written at ``path`` (called before the work).
+
+    Locally, an existing ``path`` must be a directory files can be created in; otherwise its
+    nearest existing parent must be. For a URL, its bucket must exist.
+    """
+    p = as_path(path)
+    if is_remote(p):
+        make_dirs(p)
+        return
+    p = p.expanduser().absolute()
+    if p.exists() and not p.is_dir():
+        raise DprJaxError(f"{what} {p}: exists and is not a directory")
+    _check_can_create_in(p if p.is_dir() else _nearest_existing(p), p, what)
+
+
+# ------------------------------------------------------------------------------------------------
 # Writing: nothing appears under the final name unless the whole write succeeded
+
+# errors of the storage itself (not of the program): reported as "cannot write PATH: reason"
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG, errno.EACCES, errno.EPERM}
+
+
+def _write_error(path, e: OSError) -> DprJaxError:
+    return DprJaxError(f"cannot write {path}: {e.strerror or e}")
 
 
 @contextlib.contextmanager
@@ -297,20 +359,26 @@ def atomic_path(path, *, last: str | None = None) -> Iterator[Path]:
             yield tmp
             upload(tmp, p, last=last, replace=True)
         return
-    p.parent.mkdir(parents=True, exist_ok=True)
-    box = Path(tempfile.mkdtemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent))
+    try:  # a directory that cannot be made or written to is one line naming the output
+        p.parent.mkdir(parents=True, exist_ok=True)
+        box = Path(tempfile.mkdtemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent))
+    except OSError as e:
+        raise _write_error(p, e) from None
     try:
         tmp = box / p.name
         yield tmp
-        if tmp.is_dir() and p.is_dir():  # rename() cannot replace a non-empty directory: move it aside
-            os.replace(p, box / ".old")
-            try:
+        try:
+            if tmp.is_dir() and p.is_dir():  # rename() cannot replace a non-empty directory: move it aside
+                os.replace(p, box / ".old")
+                try:
+                    os.replace(tmp, p)
+                except BaseException:
+                    os.replace(box / ".old", p)
+                    raise
+            else:
                 os.replace(tmp, p)
-            except BaseException:
-                os.replace(box / ".old", p)
-                raise
-        else:
-            os.replace(tmp, p)
+        except OSError as e:
+            raise _write_error(p, e) from None
     finally:
         shutil.rmtree(box, ignore_errors=True)
 
@@ -364,8 +432,13 @@ def atomic_open(path, mode: str = "w", **kwargs):
     if mode not in ("w", "wb", "wt"):
         raise ValueError(f"atomic_open: mode must be 'w' or 'wb', not {mode!r}")
     with atomic_path(path) as tmp:
-        with open(tmp, mode, **({"encoding": "utf-8"} if "b" not in mode else {}) | kwargs) as f:
-            yield f
+        try:
+            with open(tmp, mode, **({"encoding": "utf-8"} if "b" not in mode else {}) | kwargs) as f:
+                yield f
+        except OSError as e:  # a full disk, a quota, a read-only mount: one line, not a traceback
+            if e.errno in _STORAGE_ERRNOS and e.filename in (None, str(tmp)):
+                raise _write_error(path, e) from None
+            raise
 
 
 def write_text(path, text: str) -> None:

@@ -95,3 +95,132 @@ def test_hybrid_k_is_checked_by_the_library_too(small):
         with pytest.raises(DprJaxError, match="k must be"):
             fuse(dense, sparse, k=k)
     assert [len(e.hits) for e in fuse(dense, sparse, k=2)] == [2, 2]
+
+
+# ------------------------------------------------------------- outputs checked before the work
+
+# command -> (argv with OUT where the output goes, output kind, the work that must not start)
+WRITERS = {
+    "bm25": (["bm25", "--passages", "{passages}", "--questions", "{questions}", "--out", "OUT"], "file",
+             "dpr_jax.index.bm25.open_or_build"),
+    "search": (["search", "--model", "m", "--index", "i", "--questions", "{questions}", "--out", "OUT"], "file",
+               "dpr_jax.commands.common.load_model_from_args"),
+    "hybrid": (["hybrid", "--dense", "{dense}", "--sparse", "{sparse}", "--out", "OUT"], "file",
+               "dpr_jax.index.runs.read_run"),
+    "evaluate": (["evaluate", "--run", "{dense}", "--out", "OUT"], "file", "dpr_jax.index.runs.read_run"),
+    "mine": (["mine", "--passages", "{passages}", "--train", "t.jsonl", "--out", "OUT"], "file",
+             "dpr_jax.data.training_data.read_training_records"),
+    "plot training": (["plot", "training", "--workdir", "w", "--out", "OUT"], "file",
+                      "dpr_jax.plots.plot_training"),
+    "plot embeddings": (["plot", "embeddings", "--model", "m", "--questions", "{questions}", "--passages",
+                         "{passages}", "--out", "OUT"], "file", "dpr_jax.commands.common.load_model_from_args"),
+    "encode": (["encode", "--model", "m", "--passages", "{passages}", "--out", "OUT"], "dir",
+               "dpr_jax.commands.common.load_model_from_args"),
+    "export": (["export", "--model", "m", "--out", "OUT"], "dir", "dpr_jax.models.loading.load_model"),
+    "train": (["train", "--config", "configs/tiny.py", "--workdir", "OUT"], "dir", "dpr_jax.train.loop.train"),
+    "data squad": (["data", "squad", "--squad", "{passages}", "--out", "OUT"], "dir",
+                   "dpr_jax.data.squad.prepare_squad"),
+    "quickstart": (["quickstart", "--workdir", "OUT"], "dir", "dpr_jax.quickstart.run_quickstart"),
+}
+
+
+def _unwritable_dir(tmp_path) -> Path:
+    """A directory this process cannot create files in (a read-only mount when running as root)."""
+    import os
+    import tempfile
+
+    if os.geteuid() != 0:
+        d = tmp_path / "read-only"
+        d.mkdir()
+        d.chmod(0o555)
+        return d
+    for d in (Path("/sys"), Path("/proc")):
+        try:
+            tempfile.TemporaryFile(dir=d).close()
+        except OSError:
+            return d
+    pytest.skip("running as root with no read-only directory to test against")
+
+
+def _bad_outputs(tmp_path, kind):
+    a_file = write(tmp_path / "a_file", "x")
+    a_dir = tmp_path / "a_dir"
+    a_dir.mkdir(exist_ok=True)
+    bad = {"under a file": a_file / "sub" / "out", "unwritable": _unwritable_dir(tmp_path) / "dpr-jax-test" / "out"}
+    bad["an existing directory" if kind == "file" else "an existing file"] = a_dir if kind == "file" else a_file
+    return bad
+
+
+@pytest.mark.parametrize("command", list(WRITERS))
+def test_every_writer_checks_its_output_before_the_work(command, small, tmp_path, monkeypatch, capsys):
+    import importlib
+
+    argv, kind, work = WRITERS[command]
+    module, _, name = work.rpartition(".")
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError(f"{command}: the work started before the output was checked")
+
+    monkeypatch.setattr(importlib.import_module(module), name, must_not_run)
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
+    for why, out in _bad_outputs(tmp_path, kind).items():
+        args = [a.format(**small) if "{" in a else (str(out) if a == "OUT" else a) for a in argv]
+        assert main(args) == 2, (command, why)
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and str(out) in err, (command, why, err)
+
+
+def test_os_errors_while_writing_are_one_line_errors(tmp_path):
+    from dpr_jax.storage import write_json
+
+    with pytest.raises(DprJaxError, match="cannot write"):
+        write_json(write(tmp_path / "f", "x") / "out.json", {})
+
+
+# ------------------------------------------------------------- inputs that used to crash
+
+
+def test_squad_path_that_is_a_directory(tmp_path, capsys):
+    assert main(["data", "squad", "--squad", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert "is a directory" in capsys.readouterr().err
+
+
+def test_run_file_with_bad_utf8_is_located(tmp_path):
+    from dpr_jax.index.runs import read_run
+
+    trec = tmp_path / "run.trec"
+    trec.write_bytes(b"q1 Q0 p1 1 1.0 x\nq1 Q0 p\xff2 2 0.5 x\n")
+    with pytest.raises(InputError, match=r"run\.trec:2: not UTF-8"):
+        read_run(trec)
+    js = tmp_path / "run.json"
+    js.write_bytes(b'[{"question": "q",\n "ctxs": [{"id": "\xff", "score": 1}]}]')
+    with pytest.raises(InputError, match=r"run\.json:2: not UTF-8"):
+        read_run(js)
+
+
+def test_deeply_nested_answer_list_is_an_input_error(tmp_path):
+    from dpr_jax.data.questions import read_questions
+
+    f = write(tmp_path / "qa.tsv", "fine?\t['a']\nwhat?\t" + "[" * 100_000 + "\n")
+    with pytest.raises(InputError, match=r"qa\.tsv:2: field 'answers'"):
+        read_questions(f)
+    # the same in any JSON the readers parse: a JSON-lines corpus, a JSON array, a whole-file JSON run
+    from dpr_jax.data.passages import read_passages
+    from dpr_jax.data.training_data import read_training_records
+    from dpr_jax.index.runs import read_run
+
+    deep = '{"id": "x", "text": ' + "[" * 100_000 + "}"
+    with pytest.raises(InputError, match=r"c\.jsonl:2: malformed JSON: nested too deeply"):
+        list(read_passages(write(tmp_path / "c.jsonl", '{"id": "a", "text": "t"}\n' + deep + "\n")))
+    with pytest.raises(InputError, match=r"t\.json:2: .*nested too deeply"):
+        read_training_records(write(tmp_path / "t.json", "[\n" + deep + "]"))
+    with pytest.raises(InputError, match=r"run\.json: malformed JSON: nested too deeply"):
+        read_run(write(tmp_path / "run.json", "[" * 100_000))
+
+
+def test_trec_run_with_a_nan_score_is_rejected(tmp_path):
+    from dpr_jax.index.runs import read_run
+
+    f = write(tmp_path / "run.trec", "q1 Q0 p1 1 1.0 x\nq1 Q0 p2 2 nan x\n")
+    with pytest.raises(InputError, match=r"run\.trec:2: .*NaN"):
+        read_run(f)

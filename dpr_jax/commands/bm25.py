@@ -38,7 +38,9 @@ def run(args) -> int:
     from dpr_jax.data.questions import read_questions
     from dpr_jax.index.bm25 import open_or_build
     from dpr_jax.index.runs import Hit, RunEntry, attach_passages, write_dpr_run, write_trec_run
+    from dpr_jax.storage import check_output_file
 
+    check_output_file(args.out)
     questions = read_questions(args.questions, qrels=args.qrels)
     index = open_or_build(args.passages, args.index_dir, k1=args.k1, b=args.b)
     ids, scores = index.search([q.question for q in questions], args.k)

@@ -52,7 +52,9 @@ def _run_squad(args) -> int:
     from dpr_jax import settings, storage
     from dpr_jax.data.squad import DEFAULT_EVAL_ARTICLES, fetch_squad_dev, prepare_squad
     from dpr_jax.errors import DprJaxError
+    from dpr_jax.storage import check_output_dir
 
+    check_output_dir(args.out)
     squad = storage.as_path(args.squad) if args.squad else settings.squad_dev_path()
     if not squad.exists():
         if not args.download:

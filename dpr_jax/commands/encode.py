@@ -37,7 +37,9 @@ def run(args) -> int:
     from dpr_jax.commands.common import load_model_from_args
     from dpr_jax.distributed import initialize_from_args
     from dpr_jax.index.encode import encode_corpus, parse_shard
+    from dpr_jax.storage import check_output_dir
 
+    check_output_dir(args.out)
     initialize_from_args(args)
     shard = parse_shard(args.shard) if args.shard else (jax.process_index(), jax.process_count())
     loaded = load_model_from_args(args)

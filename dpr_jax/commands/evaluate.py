@@ -50,7 +50,10 @@ def run(args) -> int:
     from dpr_jax.eval.ir_metrics import DEFAULT_MEASURES, evaluate_ir, parse_measures
     from dpr_jax.eval.metrics import evaluate_run, format_table
     from dpr_jax.index.runs import attach_passages, read_run
+    from dpr_jax.storage import check_output_file
 
+    if args.out:
+        check_output_file(args.out)
     if args.qrels and not args.questions:
         raise DprJaxError("--qrels needs --questions (the queries the qrels judge, e.g. BEIR queries.jsonl)")
     measures = parse_measures(args.measures) if args.measures else (list(DEFAULT_MEASURES) if args.qrels else [])

@@ -36,8 +36,12 @@ def run(args) -> int:
     from dpr_jax.errors import DprJaxError
     from dpr_jax.models import run_dir
     from dpr_jax.models.export import export_model
+    from dpr_jax.storage import check_output_dir
     from dpr_jax.models.loading import load_model
 
+    check_output_dir(args.out)
+    if storage.as_path(args.out).exists() and not args.overwrite:
+        raise DprJaxError(f"{args.out} already exists; choose a new --out or pass --overwrite")
     spec = storage.as_path(args.workdir)
     spec = spec if storage.is_remote(spec) else spec.expanduser()
     provenance = {}

@@ -32,7 +32,9 @@ def run(args) -> int:
     from dpr_jax import storage
     from dpr_jax.index.hybrid import fuse
     from dpr_jax.index.runs import read_run, write_dpr_run, write_trec_run
+    from dpr_jax.storage import check_output_file
 
+    check_output_file(args.out)
     questions = None
     if args.questions:
         from dpr_jax.data.questions import read_questions

@@ -43,7 +43,9 @@ def run(args) -> int:
     from dpr_jax.errors import DprJaxError
     from dpr_jax.index import teacher
     from dpr_jax.index.runs import fetch_passages
+    from dpr_jax.storage import check_output_file
 
+    check_output_file(args.out)
     if args.num < 1 or args.depth < args.num:
         raise DprJaxError(f"need 1 <= --num <= --depth, got --num {args.num} --depth {args.depth}")
     if args.method == "dense" and (not args.model or not args.index):

@@ -39,7 +39,9 @@ def run(args) -> int:
     import sys
 
     from dpr_jax import plots
+    from dpr_jax.storage import check_output_file
 
+    check_output_file(args.out)
     if args.what == "training":
         plots.plot_training(args.workdir, args.out, title=args.title)
     else:

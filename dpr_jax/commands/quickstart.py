@@ -18,7 +18,10 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
+    from dpr_jax.storage import check_output_dir
     from dpr_jax.quickstart import run_quickstart
+
+    check_output_dir(args.workdir, "--workdir")
 
     run_quickstart(args.workdir, squad=args.squad, train_steps=args.train_steps,
                    passage_max_length=args.passage_max_length, skip_train=args.no_train)

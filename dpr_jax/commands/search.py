@@ -84,9 +84,12 @@ def run(args) -> int:
     from dpr_jax.index.retrieve import search_questions
     from dpr_jax.index.runs import attach_passages, write_dpr_run, write_trec_run
     from dpr_jax.index.store import read_meta
+    from dpr_jax.storage import check_output_file
 
     initialize_from_args(args)
     faiss_params = _faiss_params(args.faiss_param)
+    if is_main_process():  # only process 0 writes the run
+        check_output_file(args.out)
     questions = read_questions(args.questions, qrels=args.qrels)
     loaded = load_model_from_args(args)
     entries = search_questions(loaded, args.index, questions, args.k, batch_size=args.batch_size,

@@ -34,6 +34,9 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from dpr_jax.distributed import initialize_from_args
+    from dpr_jax.storage import check_output_dir
+
+    check_output_dir(args.workdir, "--workdir")
 
     initialize_from_args(args)  # before JAX touches a device
     from dpr_jax.train.config import load_config

@@ -28,8 +28,8 @@ import json
 from typing import Iterator
 
 from dpr_jax.data.records import Passage
-from dpr_jax.data.textfiles import (Problem, base_suffix, estimate_lines, first_nonblank_line, iter_text_lines,
-                                    iter_tsv_rows)
+from dpr_jax.data.textfiles import (JSON_ERRORS, Problem, base_suffix, count_lines, estimate_lines,
+                                    first_nonblank_line, iter_json_lines, iter_tsv_rows)
 from dpr_jax.data.unique_ids import IdChecker
 from dpr_jax.errors import InputError
 
@@ -46,7 +46,7 @@ def detect_passage_format(path) -> str:
     if ext in (".jsonl", ".json", ".ndjson") or first.startswith("{"):
         try:
             obj = json.loads(first) if first else {}
-        except json.JSONDecodeError:
+        except JSON_ERRORS:
             return "jsonl"  # the reader reports the malformed line with its number
         return "beir" if isinstance(obj, dict) and "_id" in obj and "id" not in obj else "jsonl"
     if "\t" in first:
@@ -158,13 +158,9 @@ def _passage_from_fields(path, line: int, pid, text, title, *, id_field: str, te
 
 
 def _json_records(path, *, id_key: str):
-    for lineno, line in enumerate(iter_text_lines(path), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            yield lineno, InputError(path, f"malformed JSON: {e.msg} (column {e.colno})", line=lineno)
+    for lineno, obj in iter_json_lines(path):
+        if isinstance(obj, InputError):
+            yield lineno, obj
             continue
         if not isinstance(obj, dict):
             yield lineno, InputError(path, f"expected a JSON object, got {type(obj).__name__}", line=lineno)

@@ -26,7 +26,7 @@ import logging
 from typing import Iterator
 
 from dpr_jax.data.records import Question
-from dpr_jax.data.textfiles import (Problem, base_suffix, first_nonblank_line, iter_json_records, iter_text_lines,
+from dpr_jax.data.textfiles import (JSON_ERRORS, Problem, base_suffix, first_nonblank_line, iter_json_records, iter_text_lines,
                                     iter_tsv_rows)
 from dpr_jax.data.training_data import CTX_ID_KEYS, parse_answers
 from dpr_jax.errors import InputError
@@ -47,7 +47,7 @@ def detect_question_format(path) -> str:
     if first.startswith("{"):
         try:
             obj = json.loads(first)
-        except json.JSONDecodeError:
+        except JSON_ERRORS:
             return "jsonl"  # reported with its line by the reader
         if isinstance(obj, dict):
             if "positive_ctxs" in obj:
@@ -240,10 +240,14 @@ def _dpr_questions(path):
 
 
 def parse_answer_list(path, line: int, text: str) -> tuple[str, ...]:
-    """DPR QA TSV answer column: a JSON list, else a Python literal list (``ast.literal_eval``)."""
+    """DPR QA TSV answer column: a JSON list, else a Python literal list (``ast.literal_eval``).
+
+    Both parsers recurse on nesting, so absurdly nested input (``[[[[...``) is an error of the
+    field like any other malformed list, not a crash.
+    """
     try:
         value = json.loads(text)
-    except json.JSONDecodeError:
+    except JSON_ERRORS:
         try:
             value = ast.literal_eval(text.strip())
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):

@@ -113,13 +113,28 @@ def read_text(path) -> str:
         raise InputError(path, f"not UTF-8 text ({e.reason})", line=data.count(b"\n", 0, e.start) + 1) from None
 
 
-def read_json(path):
-    """The one JSON value a whole file holds; malformed JSON is an :class:`InputError` at its line."""
-    text = read_text(path)
+# what json raises on bad input: a syntax error, or a value nested deeper than Python's recursion limit
+JSON_ERRORS = (json.JSONDecodeError, RecursionError)
+
+
+def parse_json(path, text: str, line: int | None = None):
+    """``json.loads(text)`` with bad JSON as an :class:`InputError` of ``path`` (at ``line``, or where it broke).
+
+    Absurdly nested input (``[[[[...``) makes ``json`` exceed the recursion limit; that is bad input
+    like any other, not a crash.
+    """
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise InputError(path, f"malformed JSON: {e.msg} (column {e.colno})", line=e.lineno) from None
+        raise InputError(path, f"malformed JSON: {e.msg} (column {e.colno})",
+                         line=e.lineno if line is None else line) from None
+    except RecursionError:
+        raise InputError(path, "malformed JSON: nested too deeply", line=line) from None
+
+
+def read_json(path):
+    """The one JSON value a whole file holds; malformed JSON is an :class:`InputError` at its line."""
+    return parse_json(path, read_text(path))
 
 
 def head_text(path, size: int = 4096) -> str:
@@ -225,17 +240,18 @@ def iter_json_records(path) -> Iterator[tuple[int, object]]:
     if _is_json_array(path):
         yield from _iter_json_array(path)
     else:
-        yield from _iter_json_lines(path)
+        yield from iter_json_lines(path)
 
 
-def _iter_json_lines(path) -> Iterator[tuple[int, object]]:
+def iter_json_lines(path) -> Iterator[tuple[int, object]]:
+    """``(line, value)`` of each non-blank line of a JSON-lines file; a bad line's value is its InputError."""
     for lineno, line in enumerate(iter_text_lines(path), start=1):
         if not line.strip():
             continue
         try:
-            yield lineno, json.loads(line)
-        except json.JSONDecodeError as e:
-            yield lineno, InputError(path, f"malformed JSON: {e.msg} (column {e.colno})", line=lineno)
+            yield lineno, parse_json(path, line, lineno)
+        except InputError as e:
+            yield lineno, e
 
 
 def _iter_json_array(path) -> Iterator[tuple[int, object]]:
@@ -266,6 +282,8 @@ def _iter_json_array(path) -> Iterator[tuple[int, object]]:
             obj, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as e:
             raise InputError(path, f"malformed JSON: {e.msg} (column {e.colno})", line=e.lineno) from None
+        except RecursionError:
+            raise error(pos, "an element is nested too deeply") from None
         line += text.count("\n", line_pos, pos)
         line_pos = pos
         yield line, obj
@@ -280,5 +298,6 @@ def _iter_json_array(path) -> Iterator[tuple[int, object]]:
         raise error(pos, "expected ',' or ']' after an element")
 
 
-__all__ = ["Problem", "base_suffix", "count_lines", "estimate_lines", "first_nonblank_line", "head_text",
-           "iter_json_records", "iter_text_lines", "iter_tsv_rows", "read_json", "read_text"]
+__all__ = ["JSON_ERRORS", "Problem", "base_suffix", "count_lines", "estimate_lines", "first_nonblank_line",
+           "head_text", "iter_json_lines", "iter_json_records", "iter_text_lines", "iter_tsv_rows", "parse_json",
+           "read_json", "read_text"]

@@ -193,6 +193,8 @@ def _read_trec(path, questions: Sequence[Question] | None) -> list[RunEntry]:
             rank_i, score_f = int(rank), float(score)
         except ValueError:
             raise InputError(path, f"rank {rank!r} / score {score!r} are not numbers", line=lineno) from None
+        if math.isnan(score_f):
+            raise InputError(path, "score is NaN", line=lineno, field="score")
         per_query.setdefault(qid, []).append((score_f, rank_i, docid))
     if not per_query:
         raise InputError(path, "empty run file (neither a DPR JSON list nor TREC lines)")
