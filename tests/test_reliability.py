@@ -224,3 +224,31 @@ def test_trec_run_with_a_nan_score_is_rejected(tmp_path):
     f = write(tmp_path / "run.trec", "q1 Q0 p1 1 1.0 x\nq1 Q0 p2 2 nan x\n")
     with pytest.raises(InputError, match=r"run\.trec:2: .*NaN"):
         read_run(f)
+
+
+# ------------------------------------------------------------- encode: settings and stale shards
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    from dpr_jax.models.loading import load_model
+
+    return load_model(str(tiny_model_dir))
+
+
+def _encode(loaded, passages, out, **kw):
+    from dpr_jax.index.encode import encode_corpus
+
+    return encode_corpus(loaded, passages, out, **({"block_size": 2, "batch_size": 4, "max_length": 16,
+                                                    "progress": False} | kw))
+
+
+def test_a_mistyped_or_unreadable_passages_file_leaves_the_index_untouched(tiny, small, tmp_path):
+    """encode-settings.json is written only once the input has been opened, recognised and read."""
+    out = tmp_path / "index"
+    bad = write(tmp_path / "bad.jsonl", '{"id": "p0", "text": "fine"}\n{"text": "no id"}\n')
+    for passages in (tmp_path / "pasages.jsonl", bad, write(tmp_path / "what.txt", "no format here\n")):
+        with pytest.raises(InputError):
+            _encode(tiny, passages, out)
+        assert not (out / "encode-settings.json").exists()
+    assert _encode(tiny, small["passages"], out)["meta"]["count"] == 5  # the corrected rerun is not refused

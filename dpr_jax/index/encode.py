@@ -142,6 +142,14 @@ def encode_corpus(loaded, passages_path, out_dir, *, shard: tuple[int, int] = (0
     normalize = bool(loaded.encoder_config.normalize)
     out_dir = storage.make_dirs(out_dir)  # for a URL: the bucket exists (a clear error before any work)
     job, num_jobs = shard
+    # Open the input, recognise its format and read (and validate) its first block before anything is
+    # written: a typo in the path or a bad file must not leave an encode-settings.json behind that
+    # refuses the corrected rerun. Ids are not kept while streaming (flat memory at any corpus size):
+    # they are checked on the finished shards' .ids files before meta.json is written (index.id_check).
+    blocks = _blocks(read_passages(passages_path, check_duplicates=False), block_size)
+    first = next(blocks, None)
+    if first is None:
+        raise InputError(passages_path, "no passages in the file: nothing to encode")
     encoder = TextEncoder(loaded, batch_size=batch_size, max_length=max_length, mesh=mesh)
     settings = {**loaded.describe(), "max_length": max_length, "dtype": out_dtype, "block_size": block_size,
                 "passages": str(_absolute_resolved(passages_path))}
@@ -153,9 +161,7 @@ def encode_corpus(loaded, passages_path, out_dir, *, shard: tuple[int, int] = (0
     bar = tqdm(total=total, unit="psg", desc=f"encode {job}/{num_jobs}", disable=not progress,
                file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
     written, skipped, count = [], [], 0
-    # ids are not kept while streaming (flat memory at any corpus size): they are checked on the
-    # finished shards' .ids files before meta.json is written (dpr_jax.index.id_check)
-    for b, block in _blocks(read_passages(passages_path, check_duplicates=False), block_size):
+    for b, block in itertools.chain([first], blocks):
         count += len(block)
         if b % num_jobs != job or store.shard_done(out_dir, b):
             (skipped.append(b) if b % num_jobs == job else None)
@@ -167,8 +173,6 @@ def encode_corpus(loaded, passages_path, out_dir, *, shard: tuple[int, int] = (0
                           dtype=out_dtype)
         written.append(b)
     bar.close()
-    if count == 0:
-        raise InputError(passages_path, "no passages in the file: nothing to encode")
     num_shards = -(-count // block_size)
     meta = None
     if all(store.shard_done(out_dir, b) for b in range(num_shards)):
