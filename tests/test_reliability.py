@@ -252,3 +252,40 @@ def test_a_mistyped_or_unreadable_passages_file_leaves_the_index_untouched(tiny,
             _encode(tiny, passages, out)
         assert not (out / "encode-settings.json").exists()
     assert _encode(tiny, small["passages"], out)["meta"]["count"] == 5  # the corrected rerun is not refused
+
+
+def test_encode_refuses_to_resume_after_the_corpus_changed(tiny, small, tmp_path):
+    import os
+
+    from dpr_jax.index.store import open_index
+
+    out = tmp_path / "index"
+    passages = small["passages"]
+    first = _encode(tiny, passages, out, shard=(1, 2))  # job 1 of 2: shard 1 done, meta not yet
+    assert first["written"] == [1] and first["meta"] is None
+    text = passages.read_text().replace("text number 0", "something else entirely")
+    passages.write_text(text)  # same path, other content
+    with pytest.raises(DprJaxError, match=r"passages.jsonl has changed since .*index was started.*new --out"):
+        _encode(tiny, passages, out, shard=(0, 2))
+    # the same size and a new mtime is a change too (an edit in place)
+    out2 = tmp_path / "index2"
+    meta = _encode(tiny, passages, out2)["meta"]
+    st = passages.stat()
+    assert meta["passages_fingerprint"] == {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    assert open_index(out2).meta["passages_fingerprint"] == meta["passages_fingerprint"]
+    os.utime(passages, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    with pytest.raises(DprJaxError, match="has changed"):
+        _encode(tiny, passages, out2)
+
+
+def test_search_refuses_texts_from_a_corpus_changed_since_encoding(tiny_model_dir, small, tmp_path, capsys):
+    index = tmp_path / "index"
+    assert main(["encode", "--model", str(tiny_model_dir), "--passages", str(small["passages"]), "--out",
+                 str(index), "--max-length", "16"]) == 0
+    write(small["passages"], small["passages"].read_text() + '{"id": "p9", "text": "new"}\n')
+    argv = ["search", "--model", str(tiny_model_dir), "--index", str(index), "--questions",
+            str(small["questions"]), "--k", "3", "--out", str(tmp_path / "run.json")]
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert "changed since" in capsys.readouterr().err and not (tmp_path / "run.json").exists()
+    assert main(argv + ["--passages", str(small["passages"])]) == 0  # said explicitly: used as it is

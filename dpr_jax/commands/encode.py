@@ -2,7 +2,9 @@
 
 Streams the passages (memory bounded by --block-size, not by the corpus), sorts each block by token
 length so little compute is spent on padding, splits batches over all local devices, and writes one
-shard per block (temporary name, then rename). Rerunning skips finished shards. ``--shard I/N`` (or
+shard per block (temporary name, then rename). Rerunning skips finished shards; it is refused when
+the model, the settings or the passages file (its size and mtime, recorded in encode-settings.json
+and meta.json) differ from the first run's, since old and new shards would mix. ``--shard I/N`` (or
 a multi-process launch, which sets it from the process index) splits the corpus across hosts or jobs.
 
 Example:

@@ -28,7 +28,7 @@ def add_arguments(parser):
     parser.add_argument("--questions", required=True, help="questions: JSONL, DPR QA TSV, BEIR queries.jsonl")
     parser.add_argument("--qrels", help="BEIR qrels TSV giving positive ids")
     parser.add_argument("--passages", help="passages file, to put title/text/has_answer into the output "
-                                           "(default: the one the index was encoded from)")
+                                           "(default: the one the index was encoded from, if unchanged)")
     parser.add_argument("--k", type=positive_int, default=100, help="passages per question")
     parser.add_argument("--match", default="string", choices=["string", "regex"], help="answer matching")
     parser.add_argument("--out", required=True, help="run file to write")
@@ -88,8 +88,10 @@ def run(args) -> int:
 
     initialize_from_args(args)
     faiss_params = _faiss_params(args.faiss_param)
+    passages = None
     if is_main_process():  # only process 0 writes the run
         check_output_file(args.out)
+        passages = None if args.trec else _passages_of(args.index, args.passages, read_meta(args.index))
     questions = read_questions(args.questions, qrels=args.qrels)
     loaded = load_model_from_args(args)
     entries = search_questions(loaded, args.index, questions, args.k, batch_size=args.batch_size,
@@ -102,7 +104,6 @@ def run(args) -> int:
     if args.trec:
         write_trec_run(args.out, entries)
     else:
-        passages = args.passages or read_meta(args.index).get("passages")
         if passages and storage.as_path(passages).exists():
             entries = attach_passages(entries, passages, match=args.match)
         else:
@@ -110,3 +111,20 @@ def run(args) -> int:
         write_dpr_run(args.out, entries)
     print(f"{args.out}: {len(entries)} questions x top-{args.k}", file=sys.stderr)
     return 0
+
+
+def _passages_of(index, explicit, meta):
+    """The passages file for titles/texts: --passages, else the index's own if it has not changed since."""
+    if explicit:
+        return explicit
+    from dpr_jax import storage
+
+    passages, recorded = meta.get("passages"), meta.get("passages_fingerprint")
+    if passages and recorded and storage.as_path(passages).is_file():
+        from dpr_jax.errors import DprJaxError
+
+        if storage.fingerprint(passages) != recorded:
+            raise DprJaxError(f"{passages} has changed since {index} was encoded from it, so its titles, texts "
+                              f"and has_answer would not be those of the indexed passages; re-encode, or pass "
+                              f"--passages to use the file as it is now")
+    return passages

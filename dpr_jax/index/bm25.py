@@ -76,11 +76,6 @@ def _passage_text(p) -> str:
     return f"{p.title} {p.text}" if p.title else p.text
 
 
-def file_fingerprint(path) -> dict:
-    """Size and modification time (for a URL: size and generation) of a file: a change means a cached index is stale."""
-    return storage.fingerprint(path)
-
-
 class BM25Index:
     """A BM25 index over a passages file: ``search(queries, k)`` returns passage ids and scores."""
 
@@ -110,7 +105,7 @@ class BM25Index:
         from dpr_jax.data.passages import estimate_passage_count, read_passages
 
         settings = BM25Settings(k1=float(k1), b=float(b), stemmer=stemmer, stopwords=stopwords)
-        source = file_fingerprint(passages_path)
+        source = storage.fingerprint(passages_path)
         tokenizer = _make_tokenizer(settings)
         ids: list[str] = []
 
@@ -246,7 +241,7 @@ def open_or_build(passages_path, cache_dir=None, *, k1: float = 0.9, b: float = 
     cache_dir = storage.as_path(cache_dir) if cache_dir is not None else default_cache_dir(passages_path)
     settings = BM25Settings(k1=float(k1), b=float(b), stemmer=stemmer, stopwords=stopwords)
     wanted = {"format_version": FORMAT_VERSION, "bm25s_version": _bm25s_version(),
-              "settings": dataclasses.asdict(settings), "source": file_fingerprint(passages_path)}
+              "settings": dataclasses.asdict(settings), "source": storage.fingerprint(passages_path)}
     meta = BM25Index.read_meta(cache_dir)
     if meta is not None and all(meta.get(key) == value for key, value in wanted.items()):
         return BM25Index.load(cache_dir)

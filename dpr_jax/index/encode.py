@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from dpr_jax import storage
 from dpr_jax.data.passages import estimate_passage_count, read_passages
+from dpr_jax.data.textfiles import read_json
 from dpr_jax.errors import DprJaxError, InputError
 from dpr_jax.index import store
 from dpr_jax.index.id_check import check_unique_shard_ids
@@ -32,6 +33,8 @@ from dpr_jax.index.truncate import check_dim, truncate_vectors
 from dpr_jax.mesh import data_sharding, make_local_mesh, replicate, round_up_to_devices
 from dpr_jax.models.functional import SIDES, FunctionalModel
 from dpr_jax.models.tokenizer import passage_inputs
+
+SETTINGS_FILE = "encode-settings.json"
 
 
 def bucket_length(longest: int, max_length: int) -> int:
@@ -152,7 +155,8 @@ def encode_corpus(loaded, passages_path, out_dir, *, shard: tuple[int, int] = (0
         raise InputError(passages_path, "no passages in the file: nothing to encode")
     encoder = TextEncoder(loaded, batch_size=batch_size, max_length=max_length, mesh=mesh)
     settings = {**loaded.describe(), "max_length": max_length, "dtype": out_dtype, "block_size": block_size,
-                "passages": str(_absolute_resolved(passages_path))}
+                "passages": str(_absolute_resolved(passages_path)),
+                "passages_fingerprint": storage.fingerprint(passages_path)}
     if dim < model_dim:  # only then, so indexes started before --dim existed resume unchanged
         settings.update(dim=dim, model_dim=model_dim)
     _check_settings(out_dir, settings)
@@ -189,15 +193,39 @@ def _absolute_resolved(path):
 
 
 def _check_settings(out_dir, settings: dict) -> None:
-    """Refuse to resume into an index started with another model or settings (shards would not mix)."""
-    path = out_dir / "encode-settings.json"
-    if path.exists():
-        import json
+    """Refuse to resume into an index started with another model, settings or corpus content.
 
-        previous = json.loads(path.read_text(encoding="utf-8"))
-        diff = {k: (previous.get(k), v) for k, v in settings.items() if previous.get(k) != v}
-        if diff:
-            detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
-            raise DprJaxError(f"{out_dir} was started with other settings ({detail}); use a new --out directory")
-    else:
+    Shards of two models (or of two versions of the corpus at the same path) would mix silently in
+    one index, so the first run records ``encode-settings.json`` (the passages file's size and
+    mtime included) and every later run must match it.
+    """
+    path = out_dir / SETTINGS_FILE
+    if not path.exists():
         storage.write_json(path, settings)
+        return
+    previous = read_json(path)
+    if not isinstance(previous, dict):
+        raise InputError(path, "expected a JSON object; delete the directory to start over")
+    before, now = previous.get("passages_fingerprint"), settings["passages_fingerprint"]
+    if isinstance(before, dict) and before != now and previous.get("passages") == settings["passages"]:
+        raise DprJaxError(
+            f"{settings['passages']} has changed since {out_dir} was started ({_change(before, now)}); its "
+            f"finished shards hold vectors of the old content. Encode into a new --out, or delete {out_dir} "
+            f"to start over")
+    diff = {k: (previous.get(k), v) for k, v in settings.items() if previous.get(k) != v}
+    if diff:
+        detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+        raise DprJaxError(f"{out_dir} was started with other settings ({detail}); use a new --out directory")
+
+
+def _change(before: dict, now: dict) -> str:
+    """What differs between two :func:`dpr_jax.storage.fingerprint` results, in words."""
+    import datetime
+
+    def when(ns):
+        return datetime.datetime.fromtimestamp(ns / 1e9).isoformat(timespec="seconds") if isinstance(ns, int) else "?"
+
+    said = f"size {before.get('size')} -> {now.get('size')} bytes"
+    if "mtime_ns" in now:
+        return f"{said}, modified {when(before.get('mtime_ns'))} -> {when(now['mtime_ns'])}"
+    return f"{said}, object version {before.get('generation')} -> {now.get('generation')}"
