@@ -289,3 +289,26 @@ def test_search_refuses_texts_from_a_corpus_changed_since_encoding(tiny_model_di
     assert main(argv) == 2
     assert "changed since" in capsys.readouterr().err and not (tmp_path / "run.json").exists()
     assert main(argv + ["--passages", str(small["passages"])]) == 0  # said explicitly: used as it is
+
+
+# ------------------------------------------------------------- export never overwrites its source
+
+
+def test_export_refuses_an_out_that_is_inside_or_around_its_source(tiny_model_dir, tmp_path, capsys):
+    import shutil
+
+    parent = tmp_path / "runs"
+    source = parent / "run"
+    shutil.copytree(tiny_model_dir, source)
+    write(source / "only-here.txt", "checkpoints, metrics, anything export would not write back")
+    (source / "sub").mkdir()
+    for out in (source, parent, source / "sub", Path(str(source) + "/../run")):
+        assert main(["export", "--model", str(source), "--out", str(out), "--overwrite"]) == 2, out
+        assert "source" in capsys.readouterr().err
+        assert (source / "only-here.txt").is_file() and (source / "sub").is_dir()
+    link = tmp_path / "link"
+    link.symlink_to(source)
+    assert main(["export", "--model", str(link), "--out", str(source), "--overwrite"]) == 2
+    assert (source / "only-here.txt").is_file()
+    assert main(["export", "--model", str(source), "--out", str(source / "export")]) == 0  # a new folder inside is fine
+    assert main(["export", "--model", str(source), "--out", str(tmp_path / "elsewhere")]) == 0

@@ -26,7 +26,8 @@ def add_arguments(parser) -> None:
                         help="hf: BertModel + sentence-transformers files; dpr: DPRQuestionEncoder/DPRContextEncoder")
     parser.add_argument("--max-length", type=int,
                         help="hf: max_seq_length written for sentence-transformers (default 256)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out directory (never the source model, a folder "
+                             "holding it, or one inside it)")
 
 
 def run(args) -> int:
@@ -35,13 +36,12 @@ def run(args) -> int:
     from dpr_jax import storage
     from dpr_jax.errors import DprJaxError
     from dpr_jax.models import run_dir
-    from dpr_jax.models.export import export_model
-    from dpr_jax.storage import check_output_dir
+    from dpr_jax.models.export import check_destination, export_model
     from dpr_jax.models.loading import load_model
+    from dpr_jax.storage import check_output_dir
 
     check_output_dir(args.out)
-    if storage.as_path(args.out).exists() and not args.overwrite:
-        raise DprJaxError(f"{args.out} already exists; choose a new --out or pass --overwrite")
+    check_destination(args.out, args.workdir, overwrite=args.overwrite)  # before the model is loaded
     spec = storage.as_path(args.workdir)
     spec = spec if storage.is_remote(spec) else spec.expanduser()
     provenance = {}

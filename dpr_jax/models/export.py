@@ -147,24 +147,57 @@ def write_tower(tower_dir: Path, loaded, side: str, fmt: str, *, provenance: dic
         _write_sentence_transformers_files(tower_dir, loaded, max_seq_length or default_max_seq_length(loaded))
 
 
+def check_destination(out, source=None, *, overwrite: bool = False):
+    """``out`` made absolute, or an error when exporting there is refused.
+
+    An existing ``out`` is replaced only with ``overwrite``, and never when it is the source model
+    itself, contains it, or lies inside it (local paths compared resolved, so symlinks and ``..``
+    do not hide it): replacing ``out`` would delete the source (a run directory's checkpoints) or
+    part of it.
+    """
+    out = storage.absolute(out)
+    if not out.exists():
+        return out
+    if not overwrite:
+        raise DprJaxError(f"{out} already exists; choose a new --out or pass --overwrite")
+    if out.is_file():
+        raise DprJaxError(f"{out} exists and is not a directory")
+    try:  # a source that is no path ("random:...", a hub name) cannot overlap anything
+        src = storage.as_path(str(source)) if source is not None else None
+    except DprJaxError:
+        src = None
+    if src is not None and not storage.is_remote(src):
+        src = src.expanduser()
+    if src is not None and src.exists():
+        o, s = _canonical(out), _canonical(src)
+        relation = ("is" if o == s else "contains" if s.startswith(o + "/") else
+                    "is inside" if o.startswith(s + "/") else None)
+        if relation:
+            raise DprJaxError(f"--out {out} {relation} the source model {source}; replacing it would delete "
+                              f"the source (or part of it): choose an --out outside it")
+    return out
+
+
+def _canonical(path) -> str:
+    """A path as a string that equal places share: resolved locally, without a trailing '/' for URLs."""
+    return str(path).rstrip("/") if storage.is_remote(path) else str(path.resolve())
+
+
 def export_model(loaded, out, fmt: str = "hf", *, overwrite: bool = False, provenance: dict | None = None,
                  max_seq_length: int | None = None) -> ExportResult:
     """Write ``loaded`` (a :class:`~dpr_jax.models.loading.LoadedModel`) to ``out`` in ``fmt`` ("hf" or "dpr").
 
     ``provenance`` (e.g. the checkpoint step) is added to each ``config.json``'s ``dpr_jax`` block;
     ``max_seq_length`` goes to ``sentence_bert_config.json`` (default 256, at most BERT's position limit).
-    An existing ``out`` is an error unless ``overwrite``.
+    An existing ``out`` is an error unless ``overwrite``, and always when it overlaps the source
+    (:func:`check_destination`).
     """
     notes = check_exportable(loaded, fmt)
     limit = loaded.bert_config.max_position_embeddings
     if max_seq_length is not None and not 0 < max_seq_length <= limit:
         raise DprJaxError(f"max sequence length must be in 1..{limit} (the model's position limit), "
                           f"not {max_seq_length}")
-    out = storage.absolute(out)
-    if out.exists() and not overwrite:
-        raise DprJaxError(f"{out} already exists; choose a new --out or pass --overwrite")
-    if out.is_file():
-        raise DprJaxError(f"{out} exists and is not a directory")
+    out = check_destination(out, loaded.source, overwrite=overwrite)
     storage.make_dirs(out.parent)
     with storage.atomic_path(out) as tmp:
         if fmt == "hf" and loaded.shared:
