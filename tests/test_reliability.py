@@ -312,3 +312,63 @@ def test_export_refuses_an_out_that_is_inside_or_around_its_source(tiny_model_di
     assert (source / "only-here.txt").is_file()
     assert main(["export", "--model", str(source), "--out", str(source / "export")]) == 0  # a new folder inside is fine
     assert main(["export", "--model", str(source), "--out", str(tmp_path / "elsewhere")]) == 0
+
+
+# ------------------------------------------------------------- no NaN model, no NaN vectors
+
+
+def _model_with(tiny_model_dir, tmp_path, name, change):
+    """A copy of the tiny model whose weights ``change`` edits in place (a dict of NumPy arrays)."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    out = tmp_path / name
+    shutil.copytree(tiny_model_dir, out)
+    tensors = load_file(str(out / "model.safetensors"))
+    change(tensors)
+    save_file(tensors, str(out / "model.safetensors"))
+    return out
+
+
+def test_a_model_with_nonfinite_weights_is_refused_at_load(tiny_model_dir, small, tmp_path, capsys):
+    import numpy as np
+
+    def poison(t):
+        t["encoder.layer.0.intermediate.dense.weight"][3, 5] = np.nan
+
+    model = _model_with(tiny_model_dir, tmp_path, "nan-model", poison)
+    out = tmp_path / "index"
+    assert main(["encode", "--model", str(model), "--passages", str(small["passages"]), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "NaN or infinite" in err and "intermediate" in err and not out.exists()
+    from dpr_jax.models.loading import load_model
+
+    with pytest.raises(DprJaxError, match="NaN or infinite"):  # every command loads through it (search too)
+        load_model(str(model))
+
+
+def test_nonfinite_vectors_are_never_written_to_a_shard(tiny_model_dir, small, tmp_path, capsys):
+    """Finite weights whose vectors overflow float16: refused with the reason, fine in float32."""
+    def huge(t):
+        t["encoder.layer.0.output.LayerNorm.weight"][:] = 1e6
+        t["encoder.layer.0.output.LayerNorm.bias"][:] = 1e6
+
+    model = _model_with(tiny_model_dir, tmp_path, "huge-model", huge)
+    argv = ["encode", "--model", str(model), "--passages", str(small["passages"]), "--max-length", "16"]
+    assert main(argv + ["--out", str(tmp_path / "f16")]) == 2
+    assert "float32" in capsys.readouterr().err
+    assert not list((tmp_path / "f16").glob("shard-*"))
+    assert main(argv + ["--out", str(tmp_path / "f32"), "--dtype", "float32"]) == 0
+
+    import numpy as np
+
+    from dpr_jax.data.records import Passage
+    from dpr_jax.index.encode import _finite
+
+    two = [Passage("a", "x"), Passage("b", "y")]
+    with pytest.raises(DprJaxError, match=r"shard 3: .*'b'.*NaN"):
+        _finite(3, np.array([[1.0, 2.0], [np.nan, 0.0]], np.float32), two, "float32")
+    with pytest.raises(DprJaxError, match=r"shard 3: .*'a'.*float32"):
+        _finite(3, np.array([[1e5, 2.0], [1.0, 0.0]], np.float32), two, "float16")
+    _finite(3, np.array([[1e5, 2.0], [1.0, 0.0]], np.float32), two, "int8")  # scaled per dimension: fine

@@ -74,20 +74,28 @@ def test_loss_curve_is_the_same_on_1_2_and_8_devices(reference_run, tmp_path, mi
 @pytest.mark.parametrize("overrides,bad_step", [
     ({"train.nan_at_step": 3}, 4),  # poisoned 4th step (0-based index 3)
     ({"train.learning_rate": 1e30, "train.warmup_steps": 0, "train.max_grad_norm": 0.0}, None),
+    # the case: loss and gradient of step 1 are finite, its update is not (1e39 is inf in float32)
+    ({"train.learning_rate": 1e39, "train.warmup_steps": 0, "train.checkpoint_every": 1}, 1),
 ])
-def test_nonfinite_loss_stops_with_a_clear_error_and_keeps_good_checkpoints(tmp_path, minilm_dir, train_file,
-                                                                            overrides, bad_step):
+def test_nonfinite_step_stops_with_a_true_error_and_keeps_good_checkpoints(tmp_path, minilm_dir, train_file,
+                                                                           overrides, bad_step):
     workdir = tmp_path / "nan"
     config = tiny_config(minilm_dir, train_file, **{"train.checkpoint_every": 2, **overrides})
-    with pytest.raises(DprJaxError, match=r"the loss became (nan|inf) at step (\d+)") as err:
+    with pytest.raises(DprJaxError, match=r"became (nan|inf|non-finite) at step (\d+)") as err:
         train(config, workdir, progress=False)
-    step = int(err.value.args[0].split(" at step ")[1].split()[0])
+    message = err.value.args[0]
+    step = int(message.split(" at step ")[1].split()[0])
     if bad_step is not None:
         assert step == bad_step
     saved = checkpoint_steps(workdir)
     assert all(s < step for s in saved)  # nothing at or after the bad step
     for s in saved:
         assert all(np.all(np.isfinite(v)) for v in final_params(workdir, step=s).values())
+    # what the message says about checkpoints is what is on disk
+    if saved:
+        assert f"the last checkpoint (step {saved[-1]}) is intact" in message
+    else:
+        assert "no checkpoint has been saved" in message and "intact" not in message
 
 
 def test_bad_training_records_fail_or_are_skipped_with_file_and_line(tmp_path, minilm_dir):

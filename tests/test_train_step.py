@@ -159,6 +159,24 @@ def test_train_step_updates_and_skips_nonfinite(model, batch):
     assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(after0), jax.tree.leaves(after1)))
 
 
+def test_an_update_to_nonfinite_parameters_is_not_applied(model, batch):
+    """Loss and gradient finite, but the update overflows (a learning rate of 1e39 is inf in float32):
+    the step must be flagged and leave parameters and optimizer state as they were."""
+    fmodel, params = model
+    mesh = make_mesh(2)
+    opt = optax.adam(1e39)
+    step = make_train_step(fmodel, mesh, opt, lambda n: 1e39, StepOptions(LossOptions(group_size=G), dropout=False))
+    state = init_train_state(params, opt, mesh)
+    before = jax.tree.map(np.asarray, state)
+    state, m = step(state, global_batch(batch, mesh), jax.random.PRNGKey(0))
+    assert np.isfinite(float(m["loss"])) and np.isfinite(float(m["grad_norm"]))
+    assert float(m["finite"]) == 0.0
+    for x, y in zip(jax.tree.leaves(before["params"]), jax.tree.leaves(state["params"])):
+        np.testing.assert_array_equal(x, y)
+    for x, y in zip(jax.tree.leaves(before["opt_state"]), jax.tree.leaves(state["opt_state"])):
+        np.testing.assert_array_equal(x, y)
+
+
 def test_bfloat16_compute_keeps_float32_params_and_close_loss(model, batch, plain_1):
     """dtype=bfloat16: activations in bf16, parameters and their gradients float32, loss near float32's."""
     fmodel32, params = model

@@ -173,8 +173,8 @@ def encode_corpus(loaded, passages_path, out_dir, *, shard: tuple[int, int] = (0
             continue
         store.check_ids([p.id for p in block], str(passages_path))  # before the compute, not after it
         vectors = encoder.encode_passages([p.title for p in block], [p.text for p in block], progress=bar.update)
-        store.write_shard(out_dir, b, truncate_vectors(vectors, dim, normalize), [p.id for p in block],
-                          dtype=out_dtype)
+        vectors = _finite(b, truncate_vectors(vectors, dim, normalize), block, out_dtype)
+        store.write_shard(out_dir, b, vectors, [p.id for p in block], dtype=out_dtype)
         written.append(b)
     bar.close()
     num_shards = -(-count // block_size)
@@ -190,6 +190,24 @@ def _absolute_resolved(path):
     """A local path made absolute with symlinks resolved; a URL as it is."""
     p = storage.as_path(path)
     return p if storage.is_remote(p) else p.resolve()
+
+
+def _finite(shard_no: int, vectors: np.ndarray, block, dtype: str) -> np.ndarray:
+    """``vectors``, or an error when one holds NaN or inf, or a value its stored ``dtype`` cannot hold.
+
+    A NaN vector scores NaN against every question, so it must never reach an index; nor may a
+    vector that float16 storage would turn into inf (magnitudes above 65504).
+    """
+    bad = ~np.isfinite(vectors).all(axis=1)
+    if dtype == "float16":
+        with np.errstate(invalid="ignore"):
+            bad |= (np.abs(vectors) > float(np.finfo(np.float16).max)).any(axis=1)
+    if bad.any():
+        hint = " (float16 holds at most 65504 in magnitude: encode with --dtype float32)" if dtype == "float16" else ""
+        raise DprJaxError(f"shard {shard_no}: the vectors of {int(bad.sum())} passage(s), e.g. "
+                          f"{block[int(np.argmax(bad))].id!r}, hold NaN, infinite or out-of-range values{hint}; "
+                          f"nothing written")
+    return vectors
 
 
 def _check_settings(out_dir, settings: dict) -> None:

@@ -131,10 +131,32 @@ def _override(cfg: EncoderConfig, pooling, normalize, projection_dim, dtype) -> 
     return dataclasses.replace(cfg, **changes)
 
 
+def check_finite(loaded: LoadedModel) -> LoadedModel:
+    """``loaded``, or an error naming the first parameter that holds NaN or inf.
+
+    A diverged run or a corrupt weights file would otherwise encode a corpus into NaN vectors and
+    search it "successfully"; the check is one pass over the weights, done once per load.
+    """
+    import jax
+    import numpy as np
+
+    params = nnx.to_pure_dict(nnx.state(loaded.model, nnx.Param))
+    for keypath, leaf in jax.tree_util.tree_leaves_with_path(params):
+        if not np.all(np.isfinite(np.asarray(leaf))):
+            raise DprJaxError(f"{loaded.source}: parameter {jax.tree_util.keystr(keypath)} holds NaN or infinite "
+                              "values (a diverged training run or a corrupt weights file?); refusing to use it")
+    return loaded
+
+
 def load_model(spec: str, *, pooling: str | None = None, normalize: bool | None = None, shared: bool | None = None,
                projection_dim: int | None = None, dtype: str | None = None, step: int | None = None,
                seed: int = 0) -> LoadedModel:
-    """Load a dual encoder from any supported spec (see the module docstring)."""
+    """Load a dual encoder from any supported spec (see the module docstring); its weights are checked finite."""
+    return check_finite(_load_model(spec, pooling=pooling, normalize=normalize, shared=shared,
+                                    projection_dim=projection_dim, dtype=dtype, step=step, seed=seed))
+
+
+def _load_model(spec: str, *, pooling, normalize, shared, projection_dim, dtype, step, seed) -> LoadedModel:
     path = _spec_path(spec)
     if path.is_dir():
         if run_dir.has_checkpoint_dir(path):  # a training workdir

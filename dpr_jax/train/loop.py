@@ -13,8 +13,8 @@
 5. save asynchronously every ``checkpoint_every`` steps and at the end; evaluate retrieval every
    ``eval.every`` steps when configured.
 
-SIGTERM (preemption) finishes the current step, saves it and returns normally. A non-finite loss
-stops the run with a :class:`~dpr_jax.errors.DprJaxError`; the step that produced it was not
+SIGTERM (preemption) finishes the current step, saves it and returns normally. A non-finite loss,
+gradient norm or updated parameters stops the run with a :class:`~dpr_jax.errors.DprJaxError`; the step that produced it was not
 applied and nothing after the last good checkpoint is saved. Only process 0 writes files other than
 checkpoints (which orbax writes from every process).
 """
@@ -182,7 +182,10 @@ def train(config, workdir, *, progress: bool = True) -> TrainResult:
         _log(f"{len(run.records)} records, {batches.steps_per_epoch} steps/epoch, {total_steps} steps of "
              f"{spec.global_batch_size} questions x {batches.group_size} passages on {mesh.devices.size} device(s)")
 
+        saved = [checkpointer.latest_step()]  # the newest checkpoint's step (None: none), for error messages
+
         def save(step: int) -> None:
+            saved[0] = step
             checkpointer.save(step, state["params"], state["opt_state"],
                               {"step": step, "epoch": step // batches.steps_per_epoch, **data_meta})
 
@@ -206,14 +209,14 @@ def train(config, workdir, *, progress: bool = True) -> TrainResult:
                 n = s + 1  # completed steps
                 pending.append((n, metrics))
                 if s == start:  # exclude compilation from the throughput
-                    window.extend(_check(pending, keep=0))
+                    window.extend(_check(pending, keep=0, last_saved=saved[0]))
                     window.reset_timer()
                 log_now = n % t.log_every == 0 or n == total_steps
                 save_now = n % t.checkpoint_every == 0 or n == total_steps
                 eval_now = evaluator is not None and (n % config.eval.every == 0 or n == total_steps)
                 stop_now = stop.should_stop(n)
                 sync_now = log_now or save_now or eval_now or stop_now
-                window.extend(_check(pending, keep=0 if sync_now else 1))
+                window.extend(_check(pending, keep=0 if sync_now else 1, last_saved=saved[0]))
                 if window.latest:
                     pps = window.pairs_per_s(spec.global_batch_size)
                     bar.set_postfix(loss=_fmt(window.latest["loss"]), lr=f"{window.latest['lr']:.2e}",
@@ -247,16 +250,29 @@ def train(config, workdir, *, progress: bool = True) -> TrainResult:
         checkpointer.close()
 
 
-def _check(pending: list, keep: int) -> list[dict]:
-    """Fetch the metrics of all but the last ``keep`` pending steps; raise on a non-finite loss."""
+def _check(pending: list, keep: int, last_saved: int | None = None) -> list[dict]:
+    """Fetch the metrics of all but the last ``keep`` pending steps; raise on a non-finite step.
+
+    ``last_saved`` (the newest checkpoint's step, None if there is none) goes into the message: the
+    step flagged the update as not applied, and every saved state passed this check, so the newest
+    checkpoint holds finite parameters.
+    """
     out = []
     while len(pending) > keep:
         n, m = pending.pop(0)
         m = {k: float(v) for k, v in jax.device_get(m).items()}
         if not m.pop("finite") or not math.isfinite(m["loss"]):
+            if not math.isfinite(m["loss"]):
+                what = f"the loss became {m['loss']}"
+            elif not math.isfinite(m["grad_norm"]):
+                what = f"the gradient norm became {m['grad_norm']}"
+            else:
+                what = "the parameters (or optimizer state) became non-finite"
+            kept = ("no checkpoint has been saved yet" if last_saved is None
+                    else f"the last checkpoint (step {last_saved}) is intact")
             raise DprJaxError(
-                f"the loss became {m['loss']} at step {n} (learning rate {m['lr']:.3g}, gradient norm "
-                f"{m['grad_norm']:.3g}); stopped without saving that state - the last checkpoint is intact. "
+                f"{what} at step {n} (learning rate {m['lr']:.3g}, loss {m['loss']:.4g}, gradient norm "
+                f"{m['grad_norm']:.3g}); that update was not applied and nothing non-finite was saved: {kept}. "
                 f"Lower train.learning_rate, raise train.warmup_steps or check the data.")
         out.append(dict(m, step=n))
     return out

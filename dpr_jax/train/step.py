@@ -20,8 +20,9 @@ With GradCache (:mod:`dpr_jax.train.gradcache`) each device encodes in chunks wi
 activations, takes the gradient of the global loss with respect to the gathered vectors, and
 re-encodes chunk by chunk under a VJP: the same gradient with activation memory of one chunk.
 
-The optimizer update follows in the same ``jit``. A step whose loss or gradient norm is not finite
-leaves parameters and optimizer state unchanged, so a NaN never reaches a checkpoint; the training
+The optimizer update follows in the same ``jit``. A step whose loss, gradient norm, new parameters
+or new optimizer state is not finite (an update can overflow even from a finite gradient) leaves
+parameters and optimizer state unchanged, so a NaN or inf never reaches a checkpoint; the training
 loop stops with an error when it sees one.
 """
 
@@ -130,6 +131,11 @@ def make_grad_fn(fmodel: FunctionalModel, mesh, opts: StepOptions) -> Callable:
     return grad_fn
 
 
+def _all_finite(tree) -> jax.Array:
+    """One boolean: every element of every leaf is finite (integer leaves always are)."""
+    return jax.tree.reduce(lambda ok, x: ok & jnp.all(jnp.isfinite(x)), tree, jnp.bool_(True))
+
+
 def init_train_state(params: dict, optimizer: optax.GradientTransformation, mesh) -> dict:
     """``{"params", "opt_state", "step"}`` replicated over the mesh."""
     state = {"params": params, "opt_state": optimizer.init(params), "step": jnp.zeros((), jnp.int32)}
@@ -156,7 +162,7 @@ def make_train_step(fmodel: FunctionalModel, mesh, optimizer: optax.GradientTran
         grad_norm = optax.tree.norm(grads)
         updates, new_opt_state = optimizer.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
-        finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
+        finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm) & _all_finite((new_params, new_opt_state))
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
         state = {"params": keep(new_params, params), "opt_state": keep(new_opt_state, opt_state), "step": n + 1}
         metrics = dict(metrics, grad_norm=grad_norm, lr=schedule(n), finite=finite.astype(jnp.float32))
