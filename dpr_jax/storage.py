@@ -333,6 +333,35 @@ def _write_error(path, e: OSError) -> DprJaxError:
     return DprJaxError(f"cannot write {path}: {e.strerror or e}")
 
 
+def _temporary_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def remove_stale_temporaries(path) -> list[Path]:
+    """Delete the local temporaries :func:`atomic_path` left next to ``path`` (a process killed mid-write).
+
+    Only names of exactly that form are touched (``.NAME.XXXXXXXX.tmp``: a private directory holding
+    the half-written file), and nothing for a URL (its temporaries are local and vanish with their
+    process). Call it only when no other process can be writing ``path`` at the same time (e.g.
+    outputs this process alone produces). Returns what was removed.
+    """
+    p = as_path(path)
+    removed: list[Path] = []
+    if is_remote(p) or not p.parent.is_dir():
+        return removed
+    prefix = _temporary_prefix(p)
+    for candidate in p.parent.iterdir():
+        name = candidate.name
+        middle = name[len(prefix):-len(".tmp")] if name.startswith(prefix) and name.endswith(".tmp") else ""
+        if middle and middle.replace("_", "").isalnum():
+            if candidate.is_dir() and not candidate.is_symlink():
+                shutil.rmtree(candidate, ignore_errors=True)
+            else:
+                candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path, *, last: str | None = None) -> Iterator[Path]:
     """Yield a *local* temporary path; it becomes ``path`` only if the block succeeds.
@@ -361,7 +390,7 @@ def atomic_path(path, *, last: str | None = None) -> Iterator[Path]:
         return
     try:  # a directory that cannot be made or written to is one line naming the output
         p.parent.mkdir(parents=True, exist_ok=True)
-        box = Path(tempfile.mkdtemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent))
+        box = Path(tempfile.mkdtemp(prefix=_temporary_prefix(p), suffix=".tmp", dir=p.parent))
     except OSError as e:
         raise _write_error(p, e) from None
     try:

@@ -372,3 +372,38 @@ def test_nonfinite_vectors_are_never_written_to_a_shard(tiny_model_dir, small, t
     with pytest.raises(DprJaxError, match=r"shard 3: .*'a'.*float32"):
         _finite(3, np.array([[1e5, 2.0], [1.0, 0.0]], np.float32), two, "float16")
     _finite(3, np.array([[1e5, 2.0], [1.0, 0.0]], np.float32), two, "int8")  # scaled per dimension: fine
+
+
+# ------------------------------------------------------------- run directory and index hygiene
+
+
+def test_metrics_rows_are_strict_json_with_null_for_nonfinite_numbers(tmp_path):
+    from dpr_jax.models import run_dir
+
+    def strict(text):
+        def refuse(name):
+            raise ValueError(f"{name} is not JSON")
+        return [json.loads(line, parse_constant=refuse) for line in text.splitlines()]
+
+    run_dir.append_metrics(tmp_path, [{"step": 1, "loss": float("nan"), "lr": float("inf"), "grad_norm": 2.5},
+                                      {"step": 2, "loss": 0.5, "lr": 1e-3, "grad_norm": float("-inf")}])
+    rows = strict((tmp_path / "metrics.jsonl").read_text())
+    assert rows[0] == {"step": 1, "loss": None, "lr": None, "grad_norm": 2.5}
+    assert rows[1]["grad_norm"] is None
+    run_dir.truncate_metrics(tmp_path, 1)  # rewriting keeps it strict
+    assert strict((tmp_path / "metrics.jsonl").read_text()) == rows[:1]
+
+
+def test_encode_removes_its_own_stale_temporaries_only(tiny, small, tmp_path):
+    out = tmp_path / "index"
+    out.mkdir()
+    # what storage.atomic_path leaves when killed: a private .NAME.XXXXXXXX.tmp directory holding the file
+    mine = [out / ".shard-00000.npy.k2j4h_0a.tmp", out / ".shard-00002.ids.x_9z1qq3.tmp"]  # job 0 of 2: blocks 0, 2
+    others = [out / ".shard-00001.npy.a8b7c9d0.tmp",  # job 1's block: it may be writing it right now
+              out / ".meta.json.abcd1234.tmp", out / ".notes.tmp", out / "shard-00000.npy.tmp"]
+    for f in mine + others:
+        f.mkdir()
+        write(f / f.name.split(".tmp")[0].lstrip(".").rsplit(".", 1)[0], "left behind by a killed run")
+    _encode(tiny, small["passages"], out, shard=(0, 2))
+    assert not any(f.exists() for f in mine)
+    assert all(f.exists() for f in others)

@@ -59,6 +59,27 @@ def test_rerun_of_a_finished_run_does_nothing(reference_run, minilm_dir, train_f
     assert (workdir / "metrics.jsonl").read_text() == before
 
 
+def test_a_resumed_run_says_how_many_steps_each_logged_row_averages(reference_run, tmp_path, minilm_dir,
+                                                                     train_file):
+    """Resumed mid-window (as after SIGTERM), the next row averages fewer steps: it says so, and its
+    numbers are the mean of exactly those steps of the uninterrupted run."""
+    import shutil
+
+    workdir, _ = reference_run
+    reference = {r["step"]: r for r in read_metrics(workdir)}
+    assert all(r["steps_in_window"] == 1 for r in reference.values())  # log_every=1
+    resumed = tmp_path / "resumed"
+    shutil.copytree(workdir, resumed)
+    shutil.rmtree(resumed / "checkpoints" / "6")  # the run stopped after saving step 3
+    train(tiny_config(minilm_dir, train_file, **{"train.num_devices": 2, "train.log_every": 4}), resumed,
+          progress=False)
+    rows = {r["step"]: r for r in read_metrics(resumed)}
+    assert sorted(rows) == [1, 2, 3, 4, 6]
+    assert rows[4]["steps_in_window"] == 1 and rows[6]["steps_in_window"] == 2
+    assert rows[4]["loss"] == pytest.approx(reference[4]["loss"], rel=1e-6)
+    assert rows[6]["loss"] == pytest.approx((reference[5]["loss"] + reference[6]["loss"]) / 2, rel=1e-6)
+
+
 def test_loss_curve_is_the_same_on_1_2_and_8_devices(reference_run, tmp_path, minilm_dir, train_file):
     curves = {2: [r["loss"] for r in read_metrics(reference_run[0])]}
     for devices in (1, 8):

@@ -8,7 +8,8 @@ while the host prepares the next.
 :func:`encode_corpus` streams a passages file (memory bounded by ``block_size``, whatever the corpus
 size) and writes one shard per block of passages with :mod:`dpr_jax.index.store`. Block ``b`` belongs
 to job ``b % N`` of ``--shard I/N``, so hosts or jobs split a corpus without coordinating; finished
-shards are skipped on a rerun (resumable after a kill), and ``meta.json`` is written by the job that
+shards are skipped on a rerun (resumable after a kill; the half-written temporaries a kill leaves
+are removed when the job that owns them starts again), and ``meta.json`` is written by the job that
 finds every shard done.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import re
 import sys
 from typing import Callable, Iterable, Sequence
 
@@ -33,8 +35,10 @@ from dpr_jax.index.truncate import check_dim, truncate_vectors
 from dpr_jax.mesh import data_sharding, make_local_mesh, replicate, round_up_to_devices
 from dpr_jax.models.functional import SIDES, FunctionalModel
 from dpr_jax.models.tokenizer import passage_inputs
+from dpr_jax.storage import remove_stale_temporaries
 
 SETTINGS_FILE = "encode-settings.json"
+_TEMP_SHARD = re.compile(r"^\.shard-(\d{5,})\.")
 
 
 def bucket_length(longest: int, max_length: int) -> int:
@@ -160,6 +164,7 @@ def encode_corpus(loaded, passages_path, out_dir, *, shard: tuple[int, int] = (0
     if dim < model_dim:  # only then, so indexes started before --dim existed resume unchanged
         settings.update(dim=dim, model_dim=model_dim)
     _check_settings(out_dir, settings)
+    _remove_stale_temporaries(out_dir, job, num_jobs)
 
     total = estimate_passage_count(passages_path)
     bar = tqdm(total=total, unit="psg", desc=f"encode {job}/{num_jobs}", disable=not progress,
@@ -190,6 +195,17 @@ def _absolute_resolved(path):
     """A local path made absolute with symlinks resolved; a URL as it is."""
     p = storage.as_path(path)
     return p if storage.is_remote(p) else p.resolve()
+
+
+def _remove_stale_temporaries(out_dir, job: int, num_jobs: int) -> None:
+    """Delete half-written shard files a killed run of this job left (``.shard-NNNNN.npy.XXXX.tmp``).
+
+    Only this job's blocks (``b % num_jobs == job``): another job may be writing its own right now.
+    """
+    numbers = {int(m.group(1)) for p in out_dir.glob(".shard-*.tmp") if (m := _TEMP_SHARD.match(p.name))}
+    for b in sorted(n for n in numbers if n % num_jobs == job):
+        for path in store.shard_paths(out_dir, b):
+            remove_stale_temporaries(path)
 
 
 def _finite(shard_no: int, vectors: np.ndarray, block, dtype: str) -> np.ndarray:

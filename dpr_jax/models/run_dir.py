@@ -7,7 +7,10 @@ Layout::
                               projection, dtype), shared towers, where the initial weights came from
     DIR/tokenizer/            the tokenizer (Hugging Face files)
     DIR/checkpoints/N/        orbax checkpoints of step N (params, opt_state, meta)
-    DIR/metrics.jsonl         one JSON line per logged step (and per evaluation)
+    DIR/metrics.jsonl         one JSON line per logged step (and per evaluation): strict JSON, a
+                              non-finite number (NaN, inf) is written as null; a training row's
+                              loss/accuracy/grad_norm are means over its ``steps_in_window`` steps
+                              (fewer than log_every after a resume or at the end)
     DIR/skipped_records.txt   bad training records skipped with data.on_error="skip", one per line
     DIR/data/                 the SQuAD split, when the run prepared it itself
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 from dpr_jax import storage
 from dpr_jax.errors import DprJaxError, InputError
@@ -185,13 +189,19 @@ def truncate_metrics(workdir, last_step: int) -> None:
     if len(kept) == len(rows) and storage.is_remote(path):
         return  # nothing to drop: spare an upload
     with storage.atomic_open(path) as f:
-        f.writelines(json.dumps(row) + "\n" for row in kept)
+        f.writelines(_metrics_line(row) for row in kept)
 
 
 def append_metrics(workdir, rows: list[dict]) -> None:
     """Append rows to ``metrics.jsonl`` (for a URL one read-modify-write: callers batch rows)."""
     if rows:
-        storage.append_text(storage.as_path(workdir) / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in rows))
+        storage.append_text(storage.as_path(workdir) / METRICS_FILE, "".join(_metrics_line(r) for r in rows))
+
+
+def _metrics_line(row: dict) -> str:
+    """One row as strict JSON (``Infinity``/``NaN`` are not JSON; other tools reject them): non-finite -> null."""
+    clean = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
+    return json.dumps(clean, allow_nan=False) + "\n"
 
 
 def write_skipped_records(workdir, problems):

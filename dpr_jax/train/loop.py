@@ -312,4 +312,5 @@ class _Window:
         parts = {k: mean(k) for k in ("contrastive_loss", "distill_loss") if rows and k in rows[-1]}
         return {"step": step, "epoch": epoch, "loss": mean("loss"), **parts, "accuracy": mean("accuracy"),
                 "grad_norm": mean("grad_norm"), "lr": rows[-1]["lr"] if rows else 0.0,
+                "steps_in_window": len(rows),  # the means are over these steps (fewer after a resume)
                 "pairs_per_s": None if (pps := self.pairs_per_s(batch_size)) is None else round(pps, 2)}
