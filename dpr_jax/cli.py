@@ -83,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     if extra and not getattr(args._module, "ACCEPTS_EXTRA", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
+    from dpr_jax.commands.common import apply_offline
+
+    apply_offline(args)
     try:
         return int(args._module.run(args) or 0)
     except DprJaxError as e:

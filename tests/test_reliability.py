@@ -407,3 +407,55 @@ def test_encode_removes_its_own_stale_temporaries_only(tiny, small, tmp_path):
     _encode(tiny, small["passages"], out, shard=(0, 2))
     assert not any(f.exists() for f in mine)
     assert all(f.exists() for f in others)
+
+
+# ------------------------------------------------------------- no network nobody asked for
+
+
+@pytest.fixture
+def hub_calls(monkeypatch, tiny_model_dir, capsys):
+    """Replace the Hugging Face download with a recorder: (name asked for, stderr printed before the call)."""
+    import huggingface_hub
+
+    calls = []
+
+    def fake_snapshot_download(repo_id, **kwargs):
+        calls.append((repo_id, capsys.readouterr().err))
+        return str(tiny_model_dir)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    return calls
+
+
+def test_path_like_model_specs_never_reach_the_hub(hub_calls, tmp_path, monkeypatch):
+    from dpr_jax.models.loading import resolve_model_dir
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    for spec in ("runs/tr_typo", "./model", "../model", str(tmp_path / "nope"), "~/nope-dpr-jax", "model/",
+                 "a/b/c"):
+        with pytest.raises(DprJaxError, match="does not exist") as e:
+            resolve_model_dir(spec)
+        assert spec in str(e.value)
+    assert hub_calls == []
+
+
+def test_a_hub_name_is_announced_then_fetched_and_offline_is_respected(hub_calls, tmp_path, monkeypatch,
+                                                                       tiny_model_dir, capsys):
+    from dpr_jax.models.loading import resolve_model_dir
+
+    monkeypatch.chdir(tmp_path)
+    assert resolve_model_dir("some-org/some-model") == tiny_model_dir
+    [(name, said_before)] = hub_calls
+    assert name == "some-org/some-model"
+    assert "some-org/some-model not found locally; trying the Hugging Face Hub as some-org/some-model" in said_before
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DprJaxError, match="HF_HUB_OFFLINE"):
+        resolve_model_dir("some-org/other")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    passages = jsonl(tmp_path / "p.jsonl", [{"id": "1", "text": "x"}])
+    assert main(["encode", "--offline", "--model", "some-org/other", "--passages", str(passages),
+                 "--out", str(tmp_path / "i")]) == 2
+    assert "offline" in capsys.readouterr().err.lower()
+    assert len(hub_calls) == 1

@@ -24,11 +24,28 @@ def positive_int(text: str) -> int:
     return value
 
 
+def add_offline_argument(parser) -> None:
+    """--offline: never contact the Hugging Face Hub (cli.main sets HF_HUB_OFFLINE=1 for the run)."""
+    parser.add_argument("--offline", action="store_true",
+                        help="never contact the Hugging Face Hub: a model that is not local is an error "
+                             "(the same as HF_HUB_OFFLINE=1)")
+
+
+def apply_offline(args) -> None:
+    """Honour ``--offline`` for the whole process, Hugging Face libraries included."""
+    import os
+
+    if getattr(args, "offline", False):
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
 def add_model_arguments(parser, default_max_length: int, *, required: bool = True,
                         model_help: str | None = None) -> None:
     """--model and the options that say how to load and run it."""
     parser.add_argument("--model", required=required,
                         help=model_help or "Hugging Face directory or hub name, a dpr-jax run directory, or an export")
+    add_offline_argument(parser)
     parser.add_argument("--step", type=int, help="checkpoint step of a run directory (default: latest)")
     parser.add_argument("--pooling", choices=["cls", "mean"], help="override the model's pooling")
     parser.add_argument("--compute-dtype", choices=["float32", "bfloat16"], help="activation dtype")

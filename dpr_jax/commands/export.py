@@ -18,6 +18,9 @@ HELP = "export a run (or any model) as Hugging Face BertModel or DPR encoder dir
 
 
 def add_arguments(parser) -> None:
+    from dpr_jax.commands.common import add_offline_argument
+
+    add_offline_argument(parser)
     parser.add_argument("--workdir", "--model", dest="workdir", required=True, metavar="DIR",
                         help="training run directory, or any model spec (HF directory, hub name, export)")
     parser.add_argument("--out", required=True, help="directory to create")

@@ -8,8 +8,9 @@ HELP = "SQuAD end to end: BM25, zero-shot dense, DPR fine-tune, hybrid, one tabl
 
 
 def add_arguments(parser):
-    from dpr_jax.commands.common import positive_int
+    from dpr_jax.commands.common import add_offline_argument, positive_int
 
+    add_offline_argument(parser)
     parser.add_argument("--workdir", default="runs/quickstart", help="where everything is written")
     parser.add_argument("--squad", help="SQuAD v1.1 JSON (default: $DPR_JAX_DATA/squad/dev-v1.1.json or ../shared/data)")
     parser.add_argument("--train-steps", type=positive_int, help="training steps (default 20: minutes on a CPU)")

@@ -29,6 +29,9 @@ def add_arguments(parser) -> None:
                         help="a shipped config (tiny, squad, nq) or a config file (my_config.py)")
     parser.add_argument("--workdir", required=True, metavar="DIR", help="run directory (created or resumed)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from dpr_jax.commands.common import add_offline_argument
+
+    add_offline_argument(parser)
     add_distributed_arguments(parser)
 
 

@@ -15,6 +15,14 @@ restores its checkpoint from the bucket; ``model.json`` is read directly); the t
 files of Hugging Face directories and exports, which their libraries open by file name, come from
 a cached local copy (:func:`dpr_jax.storage.cached_copy`).
 
+No network nobody asked for: a spec goes to the Hub only when no local path of that name exists
+*and* it is not written like a path - it does not start with ``./``, ``../``, ``/`` or ``~``, does
+not end with ``/``, has at most one ``/``, and the directory part before that ``/`` does not exist
+here (``runs/tr_typo`` with a local ``runs/`` is a mistyped path, not a Hub repo). Such a spec is an
+error naming the path. Before any download, ``NAME not found locally; trying the Hugging Face Hub
+as NAME`` is printed to stderr; with ``HF_HUB_OFFLINE`` set (every command's ``--offline`` sets it)
+nothing is fetched and the spec is an error.
+
 Pooling and normalisation default to what the directory says: a sentence-transformers model
 (``1_Pooling/config.json``, a ``Normalize`` module) gets mean pooling and L2 normalisation, a DPR or
 plain BERT model gets [CLS] pooling; a DPR config's ``projection_dim`` adds the projection.
@@ -72,8 +80,25 @@ def _spec_path(spec):
     return path if storage.is_remote(path) else path.expanduser()
 
 
+def hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` forbids the Hub (huggingface_hub's own truthy spellings)."""
+    import os
+
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def looks_like_path(spec: str) -> bool:
+    """Whether ``spec`` is written as a local path rather than a Hub name (see the module docstring)."""
+    if spec.startswith(("./", "../", "/", "~", ".\\")) or spec in (".", "..") or spec.endswith(("/", "\\")):
+        return True
+    if "\\" in spec or spec.count("/") > 1:
+        return True
+    head, sep, _ = spec.partition("/")
+    return bool(sep) and Path(head).is_dir()
+
+
 def resolve_model_dir(spec: str) -> Path:
-    """A local directory for ``spec``: itself, a cached copy of a URL, a packaged copy, or a hub download."""
+    """A local directory for ``spec``: itself, a cached copy of a URL, a packaged copy, or (asked for) a hub download."""
     path = _spec_path(spec)
     if path.is_dir():
         return storage.cached_copy(path)
@@ -88,8 +113,15 @@ def resolve_model_dir(spec: str) -> Path:
             return Path(module.__file__).parent / sub
         except ImportError:
             pass
-    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
-        raise DprJaxError(f"model directory {spec!r} does not exist")
+    if looks_like_path(spec):
+        raise DprJaxError(f"model directory {spec} does not exist (it is written as a local path, so the Hugging "
+                          f"Face Hub is not tried)")
+    if hub_offline():
+        raise DprJaxError(f"model {spec} is not a local directory, and HF_HUB_OFFLINE (or --offline) forbids "
+                          f"fetching it from the Hugging Face Hub")
+    import sys
+
+    print(f"{spec} not found locally; trying the Hugging Face Hub as {spec}", file=sys.stderr, flush=True)
     try:
         from huggingface_hub import snapshot_download
 
