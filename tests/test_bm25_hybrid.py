@@ -101,6 +101,42 @@ def test_cache_reused_and_invalidated(squad_sample, tmp_path):
     assert not np.allclose(scores, default_scores)  # k1 really changed the index
 
 
+def test_build_hands_bm25s_compact_token_ids(squad_sample, monkeypatch):
+    """Token ids are held as 4 bytes per token (+8 per passage), not a Python list per passage; bm25s
+    sees the same ids either way (the scores equal bm25s's own in the test above)."""
+    import bm25s
+
+    path, rows, _ = squad_sample
+    seen = []
+    real_index = bm25s.BM25.index
+
+    def spy(self, corpus, *args, **kwargs):
+        seen.append(corpus.ids)
+        return real_index(self, corpus, *args, **kwargs)
+
+    monkeypatch.setattr(bm25s.BM25, "index", spy)
+    BM25Index.build(path, show_progress=False)
+    [ids] = seen
+    lists = list(ids)
+    assert len(ids) == len(lists) == len(rows) and ids[5] == lists[5] and ids[-1] == lists[-1]
+    assert all(isinstance(doc, list) and all(isinstance(t, int) for t in doc) for doc in lists)
+    assert ids.nbytes() == 4 * sum(map(len, lists)) + 8 * len(rows)
+
+
+def test_a_huge_passage_is_cut_before_tokenising(tmp_path):
+    from dpr_jax.index.bm25 import MAX_PASSAGE_CHARS
+
+    filler = "lorem " * (MAX_PASSAGE_CHARS // 6)
+    rows = [{"id": "early", "text": "zyzzyva " + filler}, {"id": "late", "text": filler + " xylophonist"},
+            {"id": "other", "text": "nothing to see here"}]
+    path = tmp_path / "passages.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    index = BM25Index.build(path, show_progress=False)
+    ids, scores = index.search(["zyzzyva", "xylophonist"], 1, show_progress=False)
+    assert ids[0] == ["early"] and scores[0][0] > 0
+    assert scores[1][0] == 0  # the word after the cut was never indexed
+
+
 # ---- hybrid ------------------------------------------------------------------------------------
 
 

@@ -5,7 +5,14 @@ The sparse baseline of the DPR paper is BM25 via Lucene; pyserini's defaults for
 ``method="lucene"``). Title and text are indexed together; words are lower-cased, English stop
 words are dropped and the rest are Snowball-stemmed (PyStemmer), like Lucene's English analyzer.
 
-Building is streaming: passages are tokenised one by one, only token ids are kept. An index is
+Building streams the passages: each is tokenised on its own and only its token ids are kept, in
+one flat int32 array (4 bytes per token, plus 8 per passage for its offset) rather than a Python
+list per passage (~900 B per ~100-word passage). bm25s 0.3.16 cannot build from a one-pass
+stream - ``BM25.build_index_from_ids`` walks the per-document id lists three times (lengths,
+document frequencies, scores) - so :class:`TokenIds` hands it a sequence that materialises one
+passage's list at a time. A passage's title and text are cut to their first
+:data:`MAX_PASSAGE_CHARS` characters before tokenising (Lucene's classic ``maxFieldLength`` cut
+documents at 10,000 terms the same way), so one huge record cannot take gigabytes. An index is
 saved as a directory (written under a temporary name and renamed into place, or uploaded with
 ``meta.json`` last) holding the ``bm25s`` matrices, the tokenizer vocabulary, the passage ids and
 ``meta.json`` (settings plus the fingerprint of the passages file it was built from: size and
@@ -23,6 +30,8 @@ share one build between machines): saved by upload, loaded from a cached local c
 
 from __future__ import annotations
 
+import array
+import collections.abc
 import dataclasses
 import hashlib
 import json
@@ -37,6 +46,8 @@ from dpr_jax.errors import DprJaxError, InputError
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
 IDS_FILE = "passage_ids.json"
+# ~15,000 English words; DPR's passages are 100 words. Applied to queries too.
+MAX_PASSAGE_CHARS = 100_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +84,47 @@ def _make_tokenizer(settings: BM25Settings):
 
 
 def _passage_text(p) -> str:
-    return f"{p.title} {p.text}" if p.title else p.text
+    """What BM25 indexes of a passage: title and text, cut to :data:`MAX_PASSAGE_CHARS` before tokenising."""
+    title = p.title[:MAX_PASSAGE_CHARS]
+    return f"{title} {p.text[:MAX_PASSAGE_CHARS - len(title) - 1]}" if title else p.text[:MAX_PASSAGE_CHARS]
+
+
+class TokenIds(collections.abc.Sequence):
+    """Every passage's token ids in one flat int32 array plus offsets, as the sequence bm25s builds from.
+
+    ``append`` adds one passage (ids of any iterable of ints); ``doc[i]`` and iteration give one
+    passage's ids as a fresh Python list, so only one passage's list exists at a time while bm25s
+    makes its passes.
+    """
+
+    def __init__(self):
+        self._flat = array.array("i")
+        self._ends = array.array("q")
+
+    def append(self, ids) -> None:
+        self._flat.extend(ids)
+        self._ends.append(len(self._flat))
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        start = self._ends[i - 1] if i else 0
+        return self._flat[start:self._ends[i]].tolist()
+
+    def __iter__(self):
+        flat = np.frombuffer(self._flat, dtype=np.int32) if len(self._flat) else np.zeros(0, np.int32)
+        start = 0
+        for end in self._ends:
+            yield flat[start:end].tolist()
+            start = end
+
+    def nbytes(self) -> int:
+        return self._flat.itemsize * len(self._flat) + self._ends.itemsize * len(self._ends)
 
 
 class BM25Index:
@@ -115,7 +166,9 @@ class BM25Index:
                 ids.append(p.id)
                 yield _passage_text(p)
 
-        token_ids = list(tokenizer.streaming_tokenize(texts(), update_vocab=True))
+        token_ids = TokenIds()
+        for doc in tokenizer.streaming_tokenize(texts(), update_vocab=True):
+            token_ids.append(doc)
         if not ids:
             raise InputError(passages_path, "no passages to index")
         retriever = bm25s.BM25(k1=settings.k1, b=settings.b, method=settings.method)
@@ -184,7 +237,7 @@ class BM25Index:
         k = min(int(k), len(self.ids))
         if not queries:
             return [], np.zeros((0, k), dtype=np.float32)
-        query_ids = self.tokenizer.tokenize(list(queries), update_vocab=False, return_as="ids",
+        query_ids = self.tokenizer.tokenize([q[:MAX_PASSAGE_CHARS] for q in queries], update_vocab=False, return_as="ids",
                                             show_progress=False)
         docs, scores = self.retriever.retrieve(query_ids, k=k, show_progress=show_progress,
                                                leave_progress=False)
