@@ -3,7 +3,8 @@
   dpr-jax train --config nq --workdir runs/nq \
       --config.data.train=downloads/data/retriever/nq-train.json
 
-Two separate bert-base-uncased towers with [CLS] pooling, dot-product scores; a global batch of
+Two separate bert-base-uncased towers with [CLS] pooling, dot-product scores, passages fed as
+[CLS] title [SEP] text [SEP] with all-zero segment ids (DPR's torch.zeros_like); a global batch of
 128 questions, each with its positive and 1 BM25 hard negative (so 256 passages per softmax);
 AdamW lr 2e-5 (eps 1e-8, no weight decay), 1237 linear warm-up steps then linear decay to 0 over 40
 epochs, gradient-norm clipping at 2.0, dropout 0.1, sequence length 256 for questions and passages.
@@ -21,6 +22,7 @@ def get_config():
     c.model.normalize = "false"
     c.model.projection_dim = 0
     c.model.shared = False
+    c.model.passage_segment_ids = "dpr-zeros"  # DPR feeds all-zero segment ids (torch.zeros_like)
     c.model.dropout = True
 
     c.data.train = ""  # DPR's nq-train.json (or .jsonl); required

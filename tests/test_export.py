@@ -70,8 +70,14 @@ def _mixed_lengths(batch):
 def test_hf_export_of_minilm_loads_in_bertmodel_with_exact_keys_and_same_vectors(minilm, minilm_export, texts):
     out = minilm_export.out
     assert minilm_export.tower_dirs == {"shared": out}  # shared towers: one directory
-    model, info = transformers.BertModel.from_pretrained(str(out), add_pooling_layer=False, output_loading_info=True)
+    # the source's pooler head is carried into the export, so BertModel finds every key it expects
+    model, info = transformers.BertModel.from_pretrained(str(out), output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    from safetensors.numpy import load_file
+
+    source = load_file(str(Path(minilm.source) / "model.safetensors"))
+    for name in ("pooler.dense.weight", "pooler.dense.bias"):
+        np.testing.assert_array_equal(model.state_dict()[name].numpy(), source[name])
     model.eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(out))  # the exported tokenizer files
     batch = _mixed_lengths(minilm.tokenizer.questions(texts["questions"] + texts["passages"], max_length=256))
@@ -210,6 +216,70 @@ def test_export_cli_on_a_run_directory(minilm_dir, texts, tmp_path, capsys):
     assert cli.main(["export", "--workdir", str(run), "--out", str(tmp_path / "w"), "--max-length", "129"]) == 2
     assert "1..128" in capsys.readouterr().err
     assert not any((tmp_path / name).exists() for name in "wxyz")
+
+
+def test_a_dpr_checkpoint_encodes_passages_with_dprs_zero_segment_ids(random_projected, texts, tmp_path):
+    """facebookresearch/DPR feeds every context with torch.zeros_like segment ids; a DPR checkpoint
+    (model_type "dpr", no dpr-jax block: as facebook/dpr-* on the hub) is used the same way."""
+    export_model(random_projected, tmp_path / "dpr", "dpr")
+    for side in ("question_encoder", "passage_encoder"):
+        cfg_path = tmp_path / "dpr" / side / "config.json"
+        cfg = json.loads(cfg_path.read_text())
+        assert cfg.pop("dpr_jax")["passage_segment_ids"] == "pair"  # what the random model used
+        cfg_path.write_text(json.dumps(cfg))
+    loaded = load_model(str(tmp_path / "dpr"))
+    assert loaded.encoder_config.passage_segment_ids == "dpr-zeros"
+    passages = _mixed_lengths(loaded.tokenizer.passages(texts["titles"], texts["passages"], max_length=128))
+    assert passages["token_type_ids"].max() == 1  # the tokenizer pairs (title, text)...
+    ref = transformers.DPRContextEncoder.from_pretrained(str(tmp_path / "dpr" / "passage_encoder")).eval()
+    inputs = _torch_inputs(passages)
+    with torch.no_grad():
+        want = ref(**(inputs | {"token_type_ids": torch.zeros_like(inputs["input_ids"])})).pooler_output.numpy()
+        paired = ref(**inputs).pooler_output.numpy()
+    got = np.asarray(loaded.model.encode_passages(passages))  # ...and the model feeds zeros, as DPR
+    assert np.abs(got - want).max() < TOL
+    assert np.abs(paired - want).max() > 10 * TOL  # the convention makes a difference here
+    back = load_model(str(tmp_path / "dpr"), passage_segment_ids="pair")
+    assert np.abs(np.asarray(back.model.encode_passages(passages)) - paired).max() < TOL
+
+
+def test_segment_convention_and_pooler_survive_training_and_export(tiny_model_dir, tmp_path):
+    """The DPR recipe trains with zero segment ids; a pooler head of the initial weights is carried,
+    untrained, through the run directory into the export."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    from dpr_jax.train.config import load_config
+    from dpr_jax.train.loop import train
+    from train_support import REPO, tiny_config, write_synthetic_training
+
+    assert load_config(Path(REPO) / "configs" / "nq.py").model.passage_segment_ids == "dpr-zeros"
+    start = tmp_path / "start"
+    shutil.copytree(tiny_model_dir, start)
+    tensors = load_file(str(start / "model.safetensors"))
+    rng = np.random.default_rng(0)
+    pooler = {"pooler.dense.weight": rng.normal(size=(32, 32)).astype(np.float32),
+              "pooler.dense.bias": rng.normal(size=32).astype(np.float32)}
+    save_file(tensors | pooler, str(start / "model.safetensors"))
+    config = tiny_config(tiny_model_dir, write_synthetic_training(tmp_path / "train.jsonl", n=16, n_passages=8),
+                         **{"model.init": "pretrained", "model.name": str(start), "model.shared": "true",
+                            "model.passage_segment_ids": "dpr-zeros", "train.num_steps": 2,
+                            "train.checkpoint_every": 2})
+    train(config, tmp_path / "run", progress=False)
+    desc = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert desc["encoder_config"]["passage_segment_ids"] == "dpr-zeros"
+    assert cli.main(["export", "--workdir", str(tmp_path / "run"), "--out", str(tmp_path / "out")]) == 0
+    cfg = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert cfg["dpr_jax"]["passage_segment_ids"] == "dpr-zeros"
+    exported = load_file(str(tmp_path / "out" / "model.safetensors"))
+    for name, value in pooler.items():
+        np.testing.assert_array_equal(exported[name], value)
+    assert not np.array_equal(exported["encoder.layer.0.output.dense.weight"],
+                              tensors["encoder.layer.0.output.dense.weight"])  # the rest was trained
+    model, info = transformers.BertModel.from_pretrained(str(tmp_path / "out"), output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert load_model(str(tmp_path / "out")).encoder_config.passage_segment_ids == "dpr-zeros"
 
 
 def test_dpr_format_refuses_mean_pooling(minilm, tmp_path):

@@ -49,6 +49,9 @@ def add_model_arguments(parser, default_max_length: int, *, required: bool = Tru
     parser.add_argument("--step", type=int, help="checkpoint step of a run directory (default: latest)")
     parser.add_argument("--pooling", choices=["cls", "mean"], help="override the model's pooling")
     parser.add_argument("--compute-dtype", choices=["float32", "bfloat16"], help="activation dtype")
+    parser.add_argument("--passage-segment-ids", choices=["pair", "dpr-zeros"],
+                        help="override the passages' segment ids: pair (title 0, text 1) or dpr-zeros (all 0, as "
+                             "DPR); default: as the model says (DPR checkpoints dpr-zeros, others pair)")
     parser.add_argument("--batch-size", type=positive_int, default=64, help="sequences per batch (split over local devices)")
     parser.add_argument("--max-length", type=positive_int, default=default_max_length, help="max tokens per sequence")
 
@@ -57,4 +60,5 @@ def load_model_from_args(args):
     """The :class:`~dpr_jax.models.loading.LoadedModel` that the model arguments describe."""
     from dpr_jax.models.loading import load_model
 
-    return load_model(args.model, pooling=args.pooling, dtype=args.compute_dtype, step=args.step)
+    return load_model(args.model, pooling=args.pooling, dtype=args.compute_dtype, step=args.step,
+                      passage_segment_ids=args.passage_segment_ids)

@@ -3,7 +3,16 @@
 ``BertConfig`` mirrors the fields of a Hugging Face BERT ``config.json`` so weights and configs move
 both ways unchanged. ``EncoderConfig`` says how a tower turns token states into one vector: pooling
 (``cls`` as DPR, ``mean`` as sentence-transformers), an optional linear projection (DPR's
-``projection_dim``), optional L2 normalisation, and the compute dtype.
+``projection_dim``), optional L2 normalisation, the compute dtype, and which segment (token type)
+ids a passage's ``[CLS] title [SEP] text [SEP]`` gets:
+
+- ``"pair"``: BERT's sentence-pair convention, 0 for the title part and 1 for the text (what a
+  Hugging Face tokenizer returns for ``(title, text)``);
+- ``"dpr-zeros"``: all zeros, as facebookresearch/DPR feeds every sequence (``torch.zeros_like`` in
+  its biencoder and in ``generate_dense_embeddings``): the convention of DPR checkpoints and of
+  models trained with DPR's recipe.
+
+Questions are single sequences, all zeros either way.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import jax.numpy as jnp
 from dpr_jax.errors import DprJaxError
 
 POOLINGS = ("cls", "mean")
+SEGMENT_CONVENTIONS = ("pair", "dpr-zeros")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -74,10 +84,14 @@ class EncoderConfig:
     normalize: bool = False
     projection_dim: int = 0
     dtype: str = "float32"
+    passage_segment_ids: str = "pair"  # "pair" or "dpr-zeros" (see the module docstring)
 
     def __post_init__(self):
         if self.pooling not in POOLINGS:
             raise DprJaxError(f"pooling must be one of {POOLINGS}, not {self.pooling!r}")
+        if self.passage_segment_ids not in SEGMENT_CONVENTIONS:
+            raise DprJaxError(f"passage_segment_ids must be one of {SEGMENT_CONVENTIONS}, "
+                              f"not {self.passage_segment_ids!r}")
         if self.dtype not in DTYPES:
             raise DprJaxError(f"dtype must be one of {tuple(DTYPES)}, not {self.dtype!r}")
 

@@ -38,7 +38,10 @@ class Tower(nnx.Module):
         )
 
     def __call__(self, batch: dict, *, rngs: nnx.Rngs | None = None) -> jax.Array:
-        hidden = self.bert(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), rngs=rngs)
+        types = batch.get("token_type_ids")
+        if self.encoder_config.passage_segment_ids == "dpr-zeros":
+            types = None  # DPR feeds all-zero segment ids whatever the tokenizer made (BertModel's default)
+        hidden = self.bert(batch["input_ids"], batch["attention_mask"], types, rngs=rngs)
         vec = pool(hidden, batch["attention_mask"], self.encoder_config.pooling)
         if self.projection is not None:
             vec = self.projection(vec)

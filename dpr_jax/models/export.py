@@ -6,20 +6,23 @@ Two layouts:
   ``model.safetensors`` in ``BertModel`` key names, tokenizer files) plus the sentence-transformers
   files (``modules.json``, ``1_Pooling/config.json``, ``Normalize``) so ``SentenceTransformer(dir)``
   pools and normalises as dpr-jax does. Separate towers go to ``OUT/question_encoder/`` and
-  ``OUT/passage_encoder/``; shared towers to ``OUT/`` itself. No pooler is written (dpr-jax has
-  none; the ``[CLS]``/mean pooling happens outside BERT), so load with
-  ``BertModel.from_pretrained(dir, add_pooling_layer=False)`` for an exact key match. A linear
+  ``OUT/passage_encoder/``; shared towers to ``OUT/`` itself. dpr-jax pools outside BERT and never
+  uses BERT's pooler head, but when the source checkpoint had one (bert-base-uncased,
+  sentence-transformers models) it is carried untouched through loading, training and export, so
+  ``BertModel.from_pretrained(dir)`` finds every key; a model that never had one (random init, DPR
+  checkpoints) is loaded with ``BertModel.from_pretrained(dir, add_pooling_layer=False)``. A linear
   projection cannot be expressed in ``BertModel``: such models must use ``"dpr"``.
 - ``"dpr"``: ``OUT/question_encoder/`` as ``transformers.DPRQuestionEncoder`` and
   ``OUT/passage_encoder/`` as ``DPRContextEncoder`` (keys ``question_encoder.bert_model.*`` /
   ``ctx_encoder.bert_model.*``, ``*.encode_proj.*``, ``model_type: "dpr"`` with ``projection_dim``).
   DPR pools the ``[CLS]`` state, so a mean-pooling model cannot be written this way.
 
-Every ``config.json`` carries a ``"dpr_jax"`` block (pooling, normalize, projection_dim, where the
-weights came from) that :func:`dpr_jax.models.loading.load_model` reads back, so ``--model OUT``
-encodes exactly as the exported model did. The export is written into a temporary directory and
-put in place at the end (:func:`dpr_jax.storage.atomic_path`: renamed next to a local ``OUT``,
-uploaded to a ``gs://`` one), so a failed export leaves nothing under ``OUT``.
+Every ``config.json`` carries a ``"dpr_jax"`` block (pooling, normalize, projection_dim, the passage
+segment-id convention - see :mod:`dpr_jax.models.config` - and where the weights came from) that
+:func:`dpr_jax.models.loading.load_model` reads back, so ``--model OUT`` encodes exactly as the
+exported model did. The export is written into a temporary directory and put in place at the end
+(:func:`dpr_jax.storage.atomic_path`: renamed next to a local ``OUT``, uploaded to a ``gs://``
+one), so a failed export leaves nothing under ``OUT``.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ def dpr_jax_block(loaded, side: str, provenance: dict | None = None) -> dict:
         "pooling": enc.pooling,
         "normalize": bool(enc.normalize),
         "projection_dim": int(enc.projection_dim),
+        "passage_segment_ids": enc.passage_segment_ids,
         "side": side,
         "shared": bool(loaded.shared),
         "exported_from": loaded.source,
@@ -84,6 +88,12 @@ def check_exportable(loaded, fmt: str) -> list[str]:
     if fmt == "dpr" and enc.normalize:
         notes.append("the model L2-normalises its vectors; transformers' DPR encoders do not (dpr-jax restores it "
                      "from config.json; other tools must normalise pooler_output themselves)")
+    if enc.passage_segment_ids == "dpr-zeros":
+        notes.append("passages are encoded with all-zero segment ids, as DPR does: give the exported model "
+                     "token_type_ids of zeros (a tokenizer called with (title, text) returns ones for the text)")
+    if fmt == "hf" and not loaded.carried:
+        notes.append("the source weights had no pooler head, so none is written: load with "
+                     "BertModel.from_pretrained(dir, add_pooling_layer=False)")
     if fmt == "dpr" and loaded.shared:
         notes.append("shared towers written twice (DPR keeps a question and a context encoder); re-importing "
                      "gives two separate towers with equal weights")
@@ -133,8 +143,9 @@ def write_tower(tower_dir: Path, loaded, side: str, fmt: str, *, provenance: dic
     tower = loaded.model.question if side in ("question", "shared") else loaded.model.passage
     config = loaded.bert_config.to_hf()
     if fmt == "hf":
-        tensors = tower_state_dict(tower)
-    else:
+        # BERT's pooler head, carried unchanged from the source checkpoint (BertModel expects one)
+        tensors = {**tower_state_dict(tower), **loaded.carried.get("passage" if side == "passage" else "question", {})}
+    else:  # transformers' DPR encoders have no pooler (BertModel(add_pooling_layer=False))
         cls_name, prefix = DPR_CLASSES["question" if side == "shared" else side]
         tensors = {**tower_state_dict(tower, prefix=prefix + "bert_model."), **projection_state_dict(tower, prefix)}
         config.update(architectures=[cls_name], model_type="dpr",

@@ -102,6 +102,17 @@ def _target(key: str):
     return None
 
 
+def pooler_state(state: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    """BERT's pooler head (``pooler.dense.weight/bias``, bare names) of a state dict, or None.
+
+    No tower computes with it (pooling happens outside BERT), but ``BertModel`` expects it; dpr-jax
+    carries it unchanged from the source checkpoint to an export.
+    """
+    bert_state, _ = strip_prefix(state)
+    pooler = {k: v for k, v in bert_state.items() if k in ("pooler.dense.weight", "pooler.dense.bias")}
+    return pooler if len(pooler) == 2 else None
+
+
 def load_tower_weights(tower, state: dict[str, np.ndarray], source: str) -> None:
     """Copy a Hugging Face state dict into an NNX ``Tower`` in place, checking every key and shape."""
     bert_state, proj = strip_prefix(state)

@@ -42,7 +42,7 @@ from dpr_jax.models import run_dir
 from dpr_jax.models.config import BertConfig, EncoderConfig
 from dpr_jax.models.dual_encoder import DualEncoder
 from dpr_jax.models.functional import FunctionalModel
-from dpr_jax.models.hf_weights import load_tower_weights, read_state_dict
+from dpr_jax.models.hf_weights import load_tower_weights, pooler_state, read_state_dict
 from dpr_jax.models.tokenizer import TextTokenizer
 
 PACKAGED_MODELS = {
@@ -62,6 +62,10 @@ class LoadedModel:
     encoder_config: EncoderConfig
     shared: bool
     source: str
+    # tensors of the source checkpoint that no tower computes with but an export should give back,
+    # by side ("question"/"passage") in Hugging Face names: BERT's pooler head (``pooler.dense.*``).
+    # Never trained; a run directory keeps them beside its checkpoints (run_dir.write_carried).
+    carried: dict = dataclasses.field(default_factory=dict)
 
     def describe(self) -> dict:
         return {
@@ -69,6 +73,7 @@ class LoadedModel:
             "pooling": self.encoder_config.pooling,
             "normalize": self.encoder_config.normalize,
             "projection_dim": self.encoder_config.projection_dim,
+            "passage_segment_ids": self.encoder_config.passage_segment_ids,
             "dim": self.model.dim,
             "shared": self.shared,
         }
@@ -134,11 +139,17 @@ def resolve_model_dir(spec: str) -> Path:
 
 
 def default_encoder_config(model_dir: Path, hf_config: dict) -> EncoderConfig:
-    """Pooling/normalisation/projection as the model directory describes its own use."""
+    """Pooling/normalisation/projection/segment ids as the model directory describes its own use.
+
+    A DPR checkpoint (``model_type: "dpr"``, e.g. facebook/dpr-*) gets DPR's all-zero passage segment
+    ids; BERT and sentence-transformers directories get BERT's pair convention.
+    """
     block = hf_config.get("dpr_jax")
     if isinstance(block, dict):  # written by `dpr-jax export`: the exported model's own settings
         return EncoderConfig(pooling=block.get("pooling", "cls"), normalize=bool(block.get("normalize", False)),
-                             projection_dim=int(block.get("projection_dim") or 0))
+                             projection_dim=int(block.get("projection_dim") or 0),
+                             passage_segment_ids=block.get("passage_segment_ids", "pair"))
+    segments = "dpr-zeros" if hf_config.get("model_type") == "dpr" else "pair"
     pooling, normalize = "cls", False
     pooling_cfg = model_dir / "1_Pooling" / "config.json"
     if pooling_cfg.exists():
@@ -147,7 +158,8 @@ def default_encoder_config(model_dir: Path, hf_config: dict) -> EncoderConfig:
     modules = model_dir / "modules.json"
     if modules.exists():
         normalize = any(m.get("type", "").endswith("Normalize") for m in read_json(modules))
-    return EncoderConfig(pooling=pooling, normalize=normalize, projection_dim=int(hf_config.get("projection_dim") or 0))
+    return EncoderConfig(pooling=pooling, normalize=normalize, projection_dim=int(hf_config.get("projection_dim") or 0),
+                         passage_segment_ids=segments)
 
 
 def read_hf_config(model_dir: Path) -> dict:
@@ -157,10 +169,8 @@ def read_hf_config(model_dir: Path) -> dict:
     return read_json(cfg_path)
 
 
-def _override(cfg: EncoderConfig, pooling, normalize, projection_dim, dtype) -> EncoderConfig:
-    changes = {k: v for k, v in dict(pooling=pooling, normalize=normalize, projection_dim=projection_dim,
-                                     dtype=dtype).items() if v is not None}
-    return dataclasses.replace(cfg, **changes)
+def _override(cfg: EncoderConfig, overrides: dict) -> EncoderConfig:
+    return dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def check_finite(loaded: LoadedModel) -> LoadedModel:
@@ -182,33 +192,39 @@ def check_finite(loaded: LoadedModel) -> LoadedModel:
 
 def load_model(spec: str, *, pooling: str | None = None, normalize: bool | None = None, shared: bool | None = None,
                projection_dim: int | None = None, dtype: str | None = None, step: int | None = None,
-               seed: int = 0) -> LoadedModel:
-    """Load a dual encoder from any supported spec (see the module docstring); its weights are checked finite."""
-    return check_finite(_load_model(spec, pooling=pooling, normalize=normalize, shared=shared,
-                                    projection_dim=projection_dim, dtype=dtype, step=step, seed=seed))
+               seed: int = 0, passage_segment_ids: str | None = None) -> LoadedModel:
+    """Load a dual encoder from any supported spec (see the module docstring); its weights are checked finite.
+
+    ``pooling``, ``normalize``, ``projection_dim``, ``dtype`` and ``passage_segment_ids`` override what
+    the model says (None: keep); a run directory takes only ``dtype`` and ``passage_segment_ids``.
+    """
+    overrides = dict(pooling=pooling, normalize=normalize, projection_dim=projection_dim, dtype=dtype,
+                     passage_segment_ids=passage_segment_ids)
+    return check_finite(_load_model(spec, overrides, shared=shared, step=step, seed=seed))
 
 
-def _load_model(spec: str, *, pooling, normalize, shared, projection_dim, dtype, step, seed) -> LoadedModel:
+def _load_model(spec: str, overrides: dict, *, shared, step, seed) -> LoadedModel:
     path = _spec_path(spec)
     if path.is_dir():
         if run_dir.has_checkpoint_dir(path):  # a training workdir
             loaded = load_run_model(path, step=step)
-            if dtype is not None and dtype != loaded.encoder_config.dtype:
-                loaded = _with_dtype(loaded, dtype)
-            return loaded
+            return _with_encoder_config(loaded, dtype=overrides["dtype"],
+                                        passage_segment_ids=overrides["passage_segment_ids"])
         if all((path / d).is_dir() for d in TOWER_DIRS):
-            return _load_two_towers(path, pooling, normalize, projection_dim, dtype, seed)
+            return _load_two_towers(path, overrides, seed)
     model_dir = resolve_model_dir(str(spec))
     hf_config = read_hf_config(model_dir)
     bert_config = BertConfig.from_hf(hf_config)
-    enc = _override(default_encoder_config(model_dir, hf_config), pooling, normalize, projection_dim, dtype)
+    enc = _override(default_encoder_config(model_dir, hf_config), overrides)
     shared = True if shared is None else shared
     model = DualEncoder(bert_config, enc, shared=shared, rngs=nnx.Rngs(seed))
     state = read_state_dict(model_dir)
     load_tower_weights(model.question, state, str(model_dir))
     if not shared:
         load_tower_weights(model.passage, state, str(model_dir))
-    return LoadedModel(model, TextTokenizer.from_dir(model_dir), bert_config, enc, shared, str(spec))
+    pooler = pooler_state(state)
+    carried = {"question": pooler, "passage": pooler} if pooler else {}
+    return LoadedModel(model, TextTokenizer.from_dir(model_dir), bert_config, enc, shared, str(spec), carried)
 
 
 def load_run_model(path, step: int | None = None) -> LoadedModel:
@@ -236,10 +252,10 @@ def load_run_model(path, step: int | None = None) -> LoadedModel:
         checkpointer.close()
     tokenizer = run_dir.load_tokenizer(path)
     return LoadedModel(fmodel.module(params), tokenizer, desc["bert_config"], desc["encoder_config"], desc["shared"],
-                       str(path))
+                       str(path), run_dir.read_carried(path))
 
 
-def _load_two_towers(path, pooling, normalize, projection_dim, dtype, seed) -> LoadedModel:
+def _load_two_towers(path, overrides: dict, seed) -> LoadedModel:
     source = str(path)
     path = storage.cached_copy(path)
     q_dir, p_dir = (path / d for d in TOWER_DIRS)
@@ -247,16 +263,23 @@ def _load_two_towers(path, pooling, normalize, projection_dim, dtype, seed) -> L
     bert_config = BertConfig.from_hf(hf_config)
     if BertConfig.from_hf(read_hf_config(p_dir)) != bert_config:
         raise DprJaxError(f"{path}: question_encoder and passage_encoder have different architectures")
-    enc = _override(default_encoder_config(q_dir, hf_config), pooling, normalize, projection_dim, dtype)
+    enc = _override(default_encoder_config(q_dir, hf_config), overrides)
     model = DualEncoder(bert_config, enc, shared=False, rngs=nnx.Rngs(seed))
-    load_tower_weights(model.question, read_state_dict(q_dir), str(q_dir))
-    load_tower_weights(model.passage, read_state_dict(p_dir), str(p_dir))
-    return LoadedModel(model, TextTokenizer.from_dir(q_dir), bert_config, enc, False, source)
+    carried = {}
+    for side, tower, directory in (("question", model.question, q_dir), ("passage", model.passage, p_dir)):
+        state = read_state_dict(directory)
+        load_tower_weights(tower, state, str(directory))
+        if pooler := pooler_state(state):
+            carried[side] = pooler
+    return LoadedModel(model, TextTokenizer.from_dir(q_dir), bert_config, enc, False, source, carried)
 
 
-def _with_dtype(loaded: LoadedModel, dtype: str) -> LoadedModel:
-    """The same weights computing in another dtype."""
-    enc = dataclasses.replace(loaded.encoder_config, dtype=dtype)
+def _with_encoder_config(loaded: LoadedModel, **changes) -> LoadedModel:
+    """The same weights with other encoder settings (compute dtype, segment ids); None keeps a setting."""
+    changes = {k: v for k, v in changes.items() if v is not None and getattr(loaded.encoder_config, k) != v}
+    if not changes:
+        return loaded
+    enc = dataclasses.replace(loaded.encoder_config, **changes)
     model = DualEncoder(loaded.bert_config, enc, shared=loaded.shared, rngs=nnx.Rngs(0))
     nnx.update(model, nnx.state(loaded.model, nnx.Param))
     return dataclasses.replace(loaded, model=model, encoder_config=enc)

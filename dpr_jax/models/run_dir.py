@@ -6,6 +6,9 @@ Layout::
     DIR/model.json            the architecture: BERT config, encoder config (pooling, normalize,
                               projection, dtype), shared towers, where the initial weights came from
     DIR/tokenizer/            the tokenizer (Hugging Face files)
+    DIR/carried.safetensors   tensors of the initial weights that are not trained but that an export
+                              gives back (BERT's pooler head), keys "question/NAME", "passage/NAME";
+                              absent when the initial weights had none
     DIR/checkpoints/N/        orbax checkpoints of step N (params, opt_state, meta)
     DIR/metrics.jsonl         one JSON line per logged step (and per evaluation): strict JSON, a
                               non-finite number (NaN, inf) is written as null; a training row's
@@ -34,6 +37,7 @@ CONFIG_FILE = "config.json"
 MODEL_FILE = "model.json"
 TOKENIZER_DIR = "tokenizer"
 CHECKPOINT_DIR = "checkpoints"
+CARRIED_FILE = "carried.safetensors"
 METRICS_FILE = "metrics.jsonl"
 SKIPPED_FILE = "skipped_records.txt"
 DATA_DIR = "data"
@@ -86,6 +90,7 @@ def write_model_description(workdir, loaded) -> None:
     if not (target / "tokenizer_config.json").exists():
         with storage.atomic_path(target, last="tokenizer_config.json") as tmp:
             loaded.tokenizer.save(tmp)
+    write_carried(workdir, loaded.carried)
 
 
 def load_tokenizer(workdir):
@@ -94,6 +99,37 @@ def load_tokenizer(workdir):
 
     with storage.local_copy(tokenizer_dir(workdir)) as local:
         return TextTokenizer.from_dir(local)
+
+
+def write_carried(workdir, carried: dict) -> None:
+    """``carried.safetensors`` from ``{side: {hf name: array}}`` (nothing written when empty)."""
+    if not carried:
+        return
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    tensors = {f"{side}/{name}": np.ascontiguousarray(value, dtype=np.float32)
+               for side, named in carried.items() for name, value in named.items()}
+    with storage.atomic_path(storage.as_path(workdir) / CARRIED_FILE) as tmp:
+        save_file(tensors, str(tmp))
+
+
+def read_carried(workdir) -> dict:
+    """``{side: {hf name: array}}`` of ``carried.safetensors``, or ``{}`` when the run has none."""
+    path = storage.as_path(workdir) / CARRIED_FILE
+    if not path.is_file():
+        return {}
+    from safetensors.numpy import load
+
+    try:
+        tensors = load(path.read_bytes())
+    except Exception as e:  # safetensors raises its own error types for a damaged file
+        raise DprJaxError(f"{path}: unreadable ({e})") from None
+    carried: dict = {}
+    for key, value in tensors.items():
+        side, _, name = key.partition("/")
+        carried.setdefault(side, {})[name] = value
+    return carried
 
 
 def read_model_description(workdir) -> dict:

@@ -4,6 +4,10 @@ Wraps the Rust ``tokenizers`` backend of the model's Hugging Face fast tokenizer
 truncation a ``tokenizer.json`` may carry (all-MiniLM-L6-v2's pads and truncates to 128) are switched
 off: lengths are ours to set. Batches are padded to the longest sequence rounded up to a multiple of
 8 (few distinct shapes, so few jit compilations), or to a fixed ``pad_to`` (training).
+
+Segment (token type) ids come out as BERT pairs them (0 for the title, 1 for the text); a model
+whose ``EncoderConfig.passage_segment_ids`` is ``"dpr-zeros"`` replaces them with zeros itself, as
+DPR does (see :mod:`dpr_jax.models.config`).
 """
 
 from __future__ import annotations

@@ -43,6 +43,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.normalize = "auto"  # "auto", "true" or "false": L2-normalise the vectors
     c.model.projection_dim = -1  # -1: as the model says; 0: none; >0: a linear projection to this size
     c.model.shared = False  # one encoder for questions and passages (DPR: separate towers)
+    # passage segment ids: "auto" (as the model says: DPR checkpoints "dpr-zeros", others "pair"),
+    # "pair" (0 for the title, 1 for the text) or "dpr-zeros" (all zeros, as facebookresearch/DPR)
+    c.model.passage_segment_ids = "auto"
     c.model.dtype = "float32"  # compute dtype, "float32" or "bfloat16" (parameters stay float32)
     c.model.dropout = True  # apply the model's dropout during training
     c.model.bert = ml_collections.ConfigDict()  # architecture for init=random
@@ -296,6 +299,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
 
     need(c.model.init in ("pretrained", "random"), "model.init", "must be 'pretrained' or 'random'")
     need(c.model.pooling in ("auto", "cls", "mean"), "model.pooling", "must be auto, cls or mean")
+    need(c.model.passage_segment_ids in ("auto", "pair", "dpr-zeros"), "model.passage_segment_ids",
+         "must be auto, pair or dpr-zeros")
     try:
         auto_bool(c.model.normalize)
     except ValueError:

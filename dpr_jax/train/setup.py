@@ -126,9 +126,10 @@ def build_model(config):
     pooling = auto_value(m.pooling)
     normalize = auto_bool(m.normalize)
     projection = None if m.projection_dim < 0 else m.projection_dim
+    segments = auto_value(m.passage_segment_ids)
     if m.init == "pretrained":
         return load_model(m.name, pooling=pooling, normalize=normalize, shared=m.shared,
-                          projection_dim=projection, dtype=m.dtype, seed=config.seed)
+                          projection_dim=projection, dtype=m.dtype, seed=config.seed, passage_segment_ids=segments)
     # random init: the architecture from model.bert, the vocabulary from model.tokenizer
     tokenizer_spec = m.tokenizer or m.name
     tokenizer = TextTokenizer.from_dir(resolve_model_dir(tokenizer_spec))
@@ -139,7 +140,7 @@ def build_model(config):
                       hidden_dropout_prob=b.hidden_dropout_prob,
                       attention_probs_dropout_prob=b.attention_probs_dropout_prob, pad_token_id=tokenizer.pad_id)
     enc = EncoderConfig(pooling=pooling or "cls", normalize=bool(normalize), projection_dim=projection or 0,
-                        dtype=m.dtype)
+                        dtype=m.dtype, passage_segment_ids=segments or "pair")
     return init_random_model(bert, enc, tokenizer, shared=m.shared, seed=config.seed,
                              source=f"random:{tokenizer_spec}")
 
