@@ -14,6 +14,16 @@ the eval questions are about articles never seen in training:
 - ``split.json``: the article lists, counts and the source file's sha256 (written last).
 
 The default eval articles are the 12 named in the shared data README (the retrieval benchmark).
+
+Two optional slices are taken from the *training* articles (drawn with a seeded shuffle, so the same
+arguments give the same split), their questions removed from ``train.jsonl``:
+
+- ``dev_articles``: ``dev.jsonl``, questions in the eval format, for tuning what must not be tuned on
+  the eval questions (the weight of a concatenated index, a choice between recipes);
+- ``heldout_articles``: ``heldout/passages.jsonl`` (those articles' paragraphs, a corpus of their own)
+  and ``heldout/questions.jsonl``: a check that a fine-tuned model has not collapsed on articles no
+  training saw. Their paragraphs stay in the benchmark corpus ``passages.jsonl`` (its 2,067 paragraphs
+  are the protocol); corpus-only training keeps away from them with ``--exclude heldout/passages.jsonl``.
 """
 
 from __future__ import annotations
@@ -48,6 +58,8 @@ DEFAULT_EVAL_ARTICLES: tuple[str, ...] = (
 )
 
 OUTPUT_FILES = ("passages.jsonl", "train.jsonl", "eval.jsonl", "split.json")
+DEV_FILE = "dev.jsonl"
+HELDOUT_DIR = "heldout"
 
 
 def passage_id(title: str, paragraph_index: int) -> str:
@@ -179,8 +191,25 @@ def split_article_list(spec: str, titles) -> list[str]:
     return out
 
 
-def prepare_squad(squad_file, out_dir, eval_articles=DEFAULT_EVAL_ARTICLES) -> dict:
+def draw_articles(train_titles, dev: int, heldout: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """``(dev titles, held-out titles)``: disjoint, drawn from ``train_titles`` by a ``seed``ed shuffle."""
+    import random
+
+    if dev < 0 or heldout < 0:
+        raise DprJaxError("the numbers of dev and held-out articles must be >= 0")
+    if dev + heldout >= len(train_titles):
+        raise DprJaxError(f"{dev} dev + {heldout} held-out articles leave none of the {len(train_titles)} "
+                          f"training articles for training")
+    drawn = random.Random(seed).sample(sorted(train_titles), dev + heldout)
+    return drawn[:dev], drawn[dev:]
+
+
+def prepare_squad(squad_file, out_dir, eval_articles=DEFAULT_EVAL_ARTICLES, *, dev_articles: int = 0,
+                  heldout_articles: int = 0, seed: int = 0) -> dict:
     """Write ``passages.jsonl``, ``train.jsonl``, ``eval.jsonl`` and ``split.json`` to ``out_dir``.
+
+    ``dev_articles``/``heldout_articles`` training articles (seeded draw) go to ``dev.jsonl`` and
+    ``heldout/`` instead of ``train.jsonl`` (see the module docstring).
 
     ``eval_articles`` is a list of titles (raw, or with spaces for underscores) or one comma-separated
     string (see :func:`split_article_list`). Returns the content of ``split.json`` (article lists, counts, source path and sha256).
@@ -199,19 +228,28 @@ def prepare_squad(squad_file, out_dir, eval_articles=DEFAULT_EVAL_ARTICLES) -> d
     if len(eval_set) == len(titles):
         raise DprJaxError("every article is an eval article; nothing would be left for training")
 
+    dev_list, heldout_list = draw_articles([t for t in titles if t not in eval_set], dev_articles,
+                                           heldout_articles, seed)
     passages: list[dict] = []
     train_records: list[TrainRecord] = []
     train_ids: list[str] = []
     eval_rows: list[dict] = []
+    dev_rows: list[dict] = []
+    heldout_rows: list[dict] = []
+    heldout_passages: list[dict] = []
+    question_rows = {**{t: eval_rows for t in eval_set}, **{t: dev_rows for t in dev_list},
+                     **{t: heldout_rows for t in heldout_list}}
     for article in articles:
         title = article["title"]
         for p, para in enumerate(article["paragraphs"]):
             passage = Passage(id=passage_id(title, p), text=para["context"], title=display_title(title))
             passages.append({"id": passage.id, "title": passage.title, "text": passage.text})
+            if title in heldout_list:
+                heldout_passages.append(passages[-1])
             for qa in para["qas"]:
-                if title in eval_set:
-                    eval_rows.append({"id": qa["id"], "question": qa["question"], "answers": qa["answers"],
-                                      "positive_ids": [passage.id]})
+                if title in question_rows:
+                    question_rows[title].append({"id": qa["id"], "question": qa["question"],
+                                                 "answers": qa["answers"], "positive_ids": [passage.id]})
                 else:
                     train_records.append(TrainRecord(question=qa["question"], answers=tuple(qa["answers"]),
                                                      positives=(passage,)))
@@ -221,8 +259,14 @@ def prepare_squad(squad_file, out_dir, eval_articles=DEFAULT_EVAL_ARTICLES) -> d
     storage.write_jsonl(out_dir / "passages.jsonl", passages)
     write_training_records(out_dir / "train.jsonl", train_records, ids=train_ids)
     storage.write_jsonl(out_dir / "eval.jsonl", eval_rows)
+    if dev_list:
+        storage.write_jsonl(out_dir / DEV_FILE, dev_rows)
+    if heldout_list:
+        storage.make_dirs(out_dir / HELDOUT_DIR)
+        storage.write_jsonl(out_dir / HELDOUT_DIR / "passages.jsonl", heldout_passages)
+        storage.write_jsonl(out_dir / HELDOUT_DIR / "questions.jsonl", heldout_rows)
     eval_list = [t for t in titles if t in eval_set]
-    train_list = [t for t in titles if t not in eval_set]
+    train_list = [t for t in titles if t not in eval_set and t not in question_rows]
     split = {
         "source": str(squad_file),
         "source_sha256": sha256_file(squad_file),
@@ -238,6 +282,15 @@ def prepare_squad(squad_file, out_dir, eval_articles=DEFAULT_EVAL_ARTICLES) -> d
             "train_questions": len(train_records),
         },
     }
+    if dev_list or heldout_list:
+        split["slices_seed"] = seed
+    if dev_list:
+        split["dev_articles"] = [t for t in titles if t in dev_list]
+        split["counts"].update(dev_articles=len(dev_list), dev_questions=len(dev_rows))
+    if heldout_list:
+        split["heldout_articles"] = [t for t in titles if t in heldout_list]
+        split["counts"].update(heldout_articles=len(heldout_list), heldout_questions=len(heldout_rows),
+                               heldout_passages=len(heldout_passages))
     if split["source_sha256"] != settings.SQUAD_DEV_SHA256:
         log.warning("%s is not the official SQuAD v1.1 dev set (sha256 differs); numbers will not be "
                     "comparable with the published benchmark", squad_file)
@@ -270,5 +323,5 @@ def fetch_squad_dev(dest, url: str = settings.SQUAD_DEV_URL, sha256: str = setti
     return dest
 
 
-__all__ = ["DEFAULT_EVAL_ARTICLES", "OUTPUT_FILES", "display_title", "fetch_squad_dev", "load_squad",
+__all__ = ["DEFAULT_EVAL_ARTICLES", "DEV_FILE", "HELDOUT_DIR", "OUTPUT_FILES", "display_title", "draw_articles", "fetch_squad_dev", "load_squad",
            "passage_id", "prepare_squad", "resolve_articles", "split_article_list"]
