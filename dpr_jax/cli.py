@@ -23,6 +23,7 @@ COMMANDS = {
     "evaluate": "evaluate",
     "train": "train",
     "mine": "mine",
+    "concat": "concat",
     "export": "export",
     "plot": "plot",
 }

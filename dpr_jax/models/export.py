@@ -23,6 +23,9 @@ segment-id convention - see :mod:`dpr_jax.models.config` - and where the weights
 exported model did. The export is written into a temporary directory and put in place at the end
 (:func:`dpr_jax.storage.atomic_path`: renamed next to a local ``OUT``, uploaded to a ``gs://``
 one), so a failed export leaves nothing under ``OUT``.
+
+A concatenated model (:mod:`dpr_jax.models.concat`) is written as its two parts, each in ``fmt``,
+into ``OUT/dense/`` and ``OUT/lexical/``, plus ``OUT/concat.json`` naming them and the weight.
 """
 
 from __future__ import annotations
@@ -203,23 +206,43 @@ def export_model(loaded, out, fmt: str = "hf", *, overwrite: bool = False, prove
     An existing ``out`` is an error unless ``overwrite``, and always when it overlaps the source
     (:func:`check_destination`).
     """
-    notes = check_exportable(loaded, fmt)
-    limit = loaded.bert_config.max_position_embeddings
+    from dpr_jax.models.concat import PARTS, write_concat
+    from dpr_jax.models.loading import LoadedConcat
+
+    parts = {part: getattr(loaded, part) for part in PARTS} if isinstance(loaded, LoadedConcat) else None
+    if parts:
+        notes = [f"{part}: {note}" for part, sub in parts.items() for note in check_exportable(sub, fmt)]
+    else:
+        notes = check_exportable(loaded, fmt)
+    limit = min(sub.bert_config.max_position_embeddings for sub in (parts or {"": loaded}).values())
     if max_seq_length is not None and not 0 < max_seq_length <= limit:
         raise DprJaxError(f"max sequence length must be in 1..{limit} (the model's position limit), "
                           f"not {max_seq_length}")
     out = check_destination(out, loaded.source, overwrite=overwrite)
     storage.make_dirs(out.parent)
     with storage.atomic_path(out) as tmp:
-        if fmt == "hf" and loaded.shared:
-            sides = {"shared": tmp}
+        if parts:
+            sides = {}
+            for part, sub in parts.items():
+                written = _write_model(sub, tmp / part, fmt, provenance, max_seq_length)
+                sides.update({f"{part} {side}": d for side, d in written.items()})
+            write_concat(tmp, *PARTS, loaded.weight, exported_from=loaded.source, **(provenance or {}))
         else:
-            sides = {side: tmp / name for side, name in TOWER_DIRS.items()}
-        for side, tower_dir in sides.items():
-            write_tower(tower_dir, loaded, side, fmt, provenance=provenance, max_seq_length=max_seq_length)
+            sides = _write_model(loaded, tmp, fmt, provenance, max_seq_length)
         _usual_permissions(tmp)
-    tower_dirs = {side: out if d == tmp else out / d.name for side, d in sides.items()}
+    tower_dirs = {side: out if d == tmp else out / str(d.relative_to(tmp)) for side, d in sides.items()}
     return ExportResult(out, fmt, tower_dirs, notes)
+
+
+def _write_model(loaded, root: Path, fmt: str, provenance, max_seq_length) -> dict:
+    """Every tower of one dual encoder under ``root``; returns side -> directory."""
+    if fmt == "hf" and loaded.shared:
+        sides = {"shared": root}
+    else:
+        sides = {side: root / name for side, name in TOWER_DIRS.items()}
+    for side, tower_dir in sides.items():
+        write_tower(tower_dir, loaded, side, fmt, provenance=provenance, max_seq_length=max_seq_length)
+    return sides
 
 
 def _usual_permissions(root: Path) -> None:

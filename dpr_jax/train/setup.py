@@ -128,6 +128,11 @@ def build_model(config):
     projection = None if m.projection_dim < 0 else m.projection_dim
     segments = auto_value(m.passage_segment_ids)
     if m.init == "pretrained":
+        from dpr_jax.models.concat import is_concat_dir
+
+        if is_concat_dir(m.name):
+            raise DprJaxError(f"model.name {m.name} is a concatenated model (concat.json): train its dense or "
+                              f"lexical part instead, then `dpr-jax concat` them again")
         return load_model(m.name, pooling=pooling, normalize=normalize, shared=m.shared,
                           projection_dim=projection, dtype=m.dtype, seed=config.seed, passage_segment_ids=segments)
     # random init: the architecture from model.bert, the vocabulary from model.tokenizer
