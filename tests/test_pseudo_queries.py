@@ -168,3 +168,22 @@ def test_cli_refuses_removal_with_bm25_labels(corpus, tmp_path, capsys):
     assert code == 2
     assert "--label source" in capsys.readouterr().err
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_cli_labels_given_questions_with_bm25(corpus, tmp_path):
+    from dpr_jax.data.training_data import read_training_records
+    from dpr_jax.index.bm25 import BM25Index
+
+    questions = tmp_path / "q.jsonl"
+    texts = ["Who won Super Bowl 50?", "Which team did the Broncos defeat?", "zzzz qqqq"]
+    questions.write_text("".join(json.dumps({"question": t, "answers": ["x"]}) + "\n" for t in texts))
+    out = tmp_path / "labelled.jsonl"
+    assert main(["data", "pseudo-queries", "--passages", str(corpus[0]), "--questions", str(questions),
+                 "--out", str(out), "--depth", "8", "--index-dir", str(tmp_path / "bm25")]) == 0
+    records, _ = read_training_records(out)
+    assert [r.question for r in records] == texts[:2]  # no BM25 match for the third: dropped
+    ids, scores = BM25Index.build(corpus[0], show_progress=False).search(texts[:2], 8, show_progress=False)
+    for r, row, row_scores in zip(records, ids, scores):
+        assert [p.id for p in r.positives + r.hard_negatives] == [row[0], *row[3:8]]
+        np.testing.assert_allclose(r.positive_scores + r.hard_negative_scores, [row_scores[0], *row_scores[3:8]],
+                                   rtol=1e-5)

@@ -66,6 +66,8 @@ def add_arguments(parser) -> None:
     pq.add_argument("--depth", type=int, default=30, help="bm25: last hard-negative rank (default 30)")
     pq.add_argument("--exclude", metavar="PASSAGES",
                     help="passages (any passages file) to keep out: no queries from them, never a label")
+    pq.add_argument("--questions", metavar="FILE",
+                    help="bm25: label these questions (any questions file) instead of drawing queries from passages")
     pq.add_argument("--max-queries", type=int, default=0, help="keep a seeded random N of the queries (0: all)")
     pq.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
     pq.add_argument("--index-dir", help="bm25: index cache directory (default <passages>.bm25/)")
@@ -143,9 +145,19 @@ def _run_pseudo_queries(args) -> int:
     spec = PseudoQuerySpec(unit=args.unit, per_passage=args.per_passage, min_words=args.min_words,
                            max_words=args.max_words, crop_ratio=crop_ratio, remove_sentence=args.remove_sentence,
                            seed=args.seed)
+    if args.questions and args.label != "bm25":
+        raise DprJaxError("--questions are labelled by BM25's ranking: use --label bm25")
     exclude = frozenset(p.id for p in read_passages(args.exclude)) if args.exclude else frozenset()
     passages = {p.id: p for p in read_passages(args.passages)}
-    queries = sample_pseudo_queries(passages.values(), spec, exclude)
+    if args.questions:
+        from dpr_jax.data.questions import read_questions
+        from dpr_jax.data.pseudo_queries import PseudoQuery
+        from dpr_jax.data.records import Passage
+
+        nowhere = Passage(id="", text="")
+        queries = [PseudoQuery(q.question, nowhere, nowhere) for q in read_questions(args.questions)]
+    else:
+        queries = sample_pseudo_queries(passages.values(), spec, exclude)
     if args.max_queries and len(queries) > args.max_queries:
         keep = np.sort(np.random.default_rng(args.seed).permutation(len(queries))[:args.max_queries])
         queries = [queries[i] for i in keep]
@@ -163,15 +175,19 @@ def _run_pseudo_queries(args) -> int:
         rankings = teacher.bm25_rankings(args.passages, [q.query for q in queries],
                                          min(args.depth + len(exclude), len(passages)), [()] * len(queries),
                                          index_dir=args.index_dir)
-        records, dropped = ranked_records(queries, rankings.ids, rankings.scores, passages,
+        records, dropped = ranked_records([q.query for q in queries], rankings.ids, rankings.scores, passages,
                                           positives=args.positives, negatives_from=args.negatives_from,
                                           depth=args.depth, exclude_ids=exclude)
-        own = sum(1 for q, ids in zip(queries, rankings.ids) if [i for i in ids if i not in exclude][:1] == [q.source.id])
-        print(f"BM25 ranks the query's own passage first for {own} of {len(queries)} queries "
-              f"({100 * own / len(queries):.1f}%)", file=sys.stderr)
+        if not args.questions:
+            own = sum(1 for q, ids in zip(queries, rankings.ids)
+                      if [i for i in ids if i not in exclude][:1] == [q.source.id])
+            print(f"BM25 ranks the query's own passage first for {own} of {len(queries)} queries "
+                  f"({100 * own / len(queries):.1f}%)", file=sys.stderr)
     write_training_records(args.out, records)
     removed = sum(q.removed for q in queries)
-    print(f"{args.out}: {len(records)} records from {len(passages) - len(exclude & passages.keys())} passages "
+    origin = f"the questions of {args.questions}" if args.questions else \
+        f"{len(passages) - len(exclude & passages.keys())} passages"
+    print(f"{args.out}: {len(records)} records from {origin} "
           f"({args.unit}, labels: {args.label}"
           + (f"; sentence removed from {removed}" if args.remove_sentence else "")
           + (f"; {dropped} queries with no BM25 match dropped" if dropped else "")

@@ -148,11 +148,13 @@ def source_records(queries: Sequence[PseudoQuery]) -> list[TrainRecord]:
     return [TrainRecord(question=q.query, answers=(), positives=(q.context,)) for q in queries]
 
 
-def ranked_records(queries: Sequence[PseudoQuery], ranked_ids: Sequence[Sequence[str]],
+def ranked_records(queries: Sequence[str], ranked_ids: Sequence[Sequence[str]],
                    ranked_scores: Sequence[Sequence[float]], passages: Mapping[str, Passage], *,
                    positives: int = 1, negatives_from: int = 4, depth: int = 30,
                    exclude_ids: frozenset[str] | set[str] = frozenset()) -> tuple[list[TrainRecord], int]:
     """SPAR's labels from a ranking (best first, with scores): ``(records, queries dropped)``.
+
+    ``queries`` are query texts (pseudo-queries' ``query``, or any questions to label with the ranking).
 
     Ranks are 1-based: ranks ``1..positives`` are positives, ``negatives_from..depth`` hard negatives,
     each with its ranking score as teacher score. Ids in ``exclude_ids`` are skipped (the ranks are
@@ -171,7 +173,7 @@ def ranked_records(queries: Sequence[PseudoQuery], ranked_ids: Sequence[Sequence
             continue
         pos, neg = kept[:positives], kept[negatives_from - 1:]
         records.append(TrainRecord(
-            question=q.query, answers=(), positives=tuple(passages[pid] for pid, _ in pos),
+            question=q, answers=(), positives=tuple(passages[pid] for pid, _ in pos),
             hard_negatives=tuple(passages[pid] for pid, _ in neg),
             positive_scores=tuple(s for _, s in pos), hard_negative_scores=tuple(s for _, s in neg)))
     return records, dropped
