@@ -18,6 +18,14 @@ interrupted quickstart picks up where it stopped):
 All stages run in this one process, so each is followed by :func:`~dpr_jax.memory.release_memory`
 (compiled programs of the stage dropped, freed heap returned to the OS): the run's peak memory is
 that of its largest stage, not their sum. Each stage prints its time and the process's peak RSS so far.
+
+``recipe="best"`` (``dpr-jax quickstart --recipe best``, default workdir ``runs/quickstart-best``) runs
+the best recipe of the README instead, SPAR's one concatenated index (:data:`BEST_STAGES`): the split
+with a dev slice and a held-out slice of the training articles, the same DPR fine-tune, the lexical
+model Λ (``configs/spar_lambda.py``) distilled from BM25 on pseudo-queries drawn from the corpus plus
+BM25-labelled training questions, ``w`` tuned on the dev slice (``dpr-jax concat``), ONE index of the
+concatenated vectors searched with no BM25 at query time, and the no-collapse check on the held-out
+articles (recall@100 of zero-shot, fine-tuned and concatenated models on their own corpus).
 """
 
 from __future__ import annotations
@@ -97,9 +105,25 @@ def _dense(model: str, data, work, name: str, max_length: int):
     return run
 
 
-def run_quickstart(workdir="runs/quickstart", squad: str | None = None, train_steps: int | None = None,
-                   passage_max_length: int = 256, skip_train: bool = False) -> dict:
+RECIPES = ("dpr", "best")
+BEST_STAGES = ("data squad (4 dev + 4 held-out training articles)", "bm25", "zero-shot encode/search",
+               "mine + DPR fine-tune (configs/squad_cpu.py) + encode/search", "pseudo-queries (two span samplings + "
+               "BM25-labelled training questions)", "Λ (configs/spar_lambda.py) + encode/search",
+               "concat: w tuned on dev", "ONE concatenated index: encode/search", "hybrid", "held-out check")
+LAMBDA_STEPS = 600
+
+
+def run_quickstart(workdir=None, squad: str | None = None, train_steps: int | None = None,
+                   passage_max_length: int = 256, skip_train: bool = False, recipe: str = "dpr") -> dict:
     """Run every stage into ``workdir``; returns ``{method: metrics}``."""
+    if recipe not in RECIPES:
+        raise DprJaxError(f"recipe must be one of {', '.join(RECIPES)}, not {recipe!r}")
+    if recipe == "best":
+        if skip_train:
+            raise DprJaxError("--no-train does not apply to --recipe best (it is a training recipe)")
+        return run_best(workdir or "runs/quickstart-best", squad=squad, train_steps=train_steps,
+                        passage_max_length=passage_max_length)
+    workdir = workdir or "runs/quickstart"
     from dpr_jax.eval.metrics import format_table
     from dpr_jax.index.runs import read_run
     from dpr_jax.eval.metrics import evaluate_run
@@ -145,7 +169,104 @@ def run_quickstart(workdir="runs/quickstart", squad: str | None = None, train_st
     return results
 
 
+def _concat_files(out: Path, parts: list[Path]) -> None:
+    """``out`` = the training records of ``parts`` one after the other (written atomically)."""
+    if out.exists():
+        print(f"[skip] cat {' '.join(map(str, parts))} > {out}   ({out} exists)", file=sys.stderr)
+        return
+    with atomic_open(out) as f:
+        for part in parts:
+            f.write(part.read_text(encoding="utf-8"))
+
+
+def run_best(workdir="runs/quickstart-best", squad: str | None = None, train_steps: int | None = None,
+             passage_max_length: int = 256) -> dict:
+    """The README's best recipe end to end (see the module docstring); returns ``{method: metrics}``."""
+    from dpr_jax.eval.metrics import evaluate_run, format_table
+    from dpr_jax.index.runs import read_run
+
+    work = Path(workdir)
+    data, runs = work / "data", work / "runs"
+    passages, heldout = data / "passages.jsonl", data / "heldout"
+    started = time.time()
+    squad_args = ["--squad", squad] if squad else []
+    _run(["data", "squad", *squad_args, "--out", str(data), "--dev-articles", "4", "--heldout-articles", "4"],
+         data / "split.json")
+    _run(["bm25", "--passages", str(passages), "--questions", str(data / "eval.jsonl"), "--k", "100",
+          "--out", str(runs / "bm25.json")], runs / "bm25.json")
+    methods = {"BM25": runs / "bm25.json"}
+    methods["dense, zero-shot MiniLM"] = _dense(MODEL, data, work, "zeroshot", passage_max_length)
+
+    train_file = data / "train-bm25.jsonl"
+    _run(["mine", "--method", "bm25", "--passages", str(passages), "--train", str(data / "train.jsonl"),
+          "--out", str(train_file), "--num", "3"], train_file)
+    dpr = work / "train"
+    steps = [f"--config.train.num_steps={train_steps}"] if train_steps else []
+    _run(["train", "--config", str(config_path("squad_cpu")), "--workdir", str(dpr), f"--config.data.dir={data}",
+          f"--config.data.train={train_file}", *steps], None)
+    methods["dense, DPR fine-tuned"] = _dense(str(dpr), data, work, "finetuned", passage_max_length)
+
+    pieces = []
+    for name, extra in (("pseudo-spans", ["--seed", "0"]), ("pseudo-short-spans", ["--seed", "1", "--min-words", "4",
+                                                                                   "--max-words", "12"]),
+                        ("train-questions-bm25", ["--questions", str(data / "train.jsonl")])):
+        out = data / f"{name}.jsonl"
+        _run(["data", "pseudo-queries", "--passages", str(passages), "--out", str(out), "--exclude",
+              str(heldout / "passages.jsonl"), *extra], out)
+        pieces.append(out)
+    lambda_train = data / "lambda-train.jsonl"
+    _concat_files(lambda_train, pieces)
+    lam = work / "lambda"
+    _run(["train", "--config", str(config_path("spar_lambda")), "--workdir", str(lam),
+          f"--config.data.train={lambda_train}", f"--config.eval.questions={data / 'dev.jsonl'}",
+          f"--config.eval.passages={passages}", f"--config.train.num_steps={LAMBDA_STEPS}",
+          f"--config.eval.every={LAMBDA_STEPS}", f"--config.train.checkpoint_every={LAMBDA_STEPS // 2}"], None)
+    methods["dense, Λ alone (lexical)"] = _dense(str(lam), data, work, "lambda", passage_max_length)
+
+    concat = work / "concat"
+    _run(["concat", "--dense", str(dpr), "--lexical", str(lam), "--out", str(concat), "--questions",
+          str(data / "dev.jsonl"), "--dense-index", str(work / "index" / "finetuned"), "--lexical-index",
+          str(work / "index" / "lambda"), "--passages", str(passages)], concat / "concat.json")
+    methods["dense, DPR ⊕ Λ (one index)"] = _dense(str(concat), data, work, "concat", passage_max_length)
+    _run(["hybrid", "--dense", str(methods["dense, DPR fine-tuned"]), "--sparse", str(runs / "bm25.json"),
+          "--alpha", "1.0", "--out", str(runs / "hybrid.json")], runs / "hybrid.json")
+    methods["hybrid, BM25 + fine-tuned"] = runs / "hybrid.json"
+
+    # no collapse elsewhere: articles no training saw, searched in their own corpus
+    heldout_runs = {}
+    for tag, name, model in (("zeroshot", "dense, zero-shot MiniLM", MODEL), ("finetuned", "dense, DPR fine-tuned",
+                                                                             str(dpr)),
+                             ("concat", "dense, DPR ⊕ Λ (one index)", str(concat))):
+        index, run = work / "index" / f"heldout-{tag}", runs / f"heldout-{tag}.json"
+        _run(["encode", "--model", model, "--passages", str(heldout / "passages.jsonl"), "--out", str(index),
+              "--max-length", str(passage_max_length)], index / "meta.json")
+        _run(["search", "--model", model, "--index", str(index), "--questions", str(heldout / "questions.jsonl"),
+              "--k", "100", "--out", str(run)], run)
+        heldout_runs[name] = run
+
+    results = {name: evaluate_run(read_run(path), ks=KS) for name, path in methods.items()}
+    heldout_results = {name: evaluate_run(read_run(path), ks=KS) for name, path in heldout_runs.items()}
+    table, heldout_table = format_table(results, KS), format_table(heldout_results, KS)
+    write_json(work / "results.json", {"results": results, "heldout": heldout_results,
+                                       "runs": {k: str(v) for k, v in methods.items()},
+                                       "seconds": round(time.time() - started)})
+    n_eval = next(iter(results.values()))["num_questions"]
+    n_held = next(iter(heldout_results.values()))["num_questions"]
+    with atomic_open(work / "results.md") as f:
+        f.write(f"SQuAD v1.1 dev, 12 held-out articles ({n_eval} questions), corpus of all 2,067 paragraphs.\n\n"
+                f"{table}\n\nNo-collapse check: {n_held} questions of 4 training articles held out from every "
+                f"training step, searched in their own paragraphs.\n\n{heldout_table}\n")
+    from dpr_jax import plots
+
+    plots.plot_training(dpr, work / "training.png")
+    plots.plot_training(lam, work / "training-lambda.png")
+    print(f"\n{table}\n\nheld-out articles:\n{heldout_table}\n\nwritten to {work}/results.md "
+          f"({time.time() - started:.0f} s)")
+    return results
+
+
 def _plots(work, data, skip_train: bool) -> None:
+
     """The embedding-space picture (fine-tuned model, else zero-shot) and the training curves."""
     from dpr_jax import plots
     from dpr_jax.models.loading import load_model
