@@ -197,3 +197,37 @@ def test_fetch_verifies_checksum_and_writes_atomically(tmp_path):
     assert dest.read_bytes() == src.read_bytes()
     with pytest.raises(DprJaxError, match=r"could not download .*put it at"):
         fetch_squad_dev(tmp_path / "e.json", url=(tmp_path / "absent.json").as_uri(), sha256=good)
+
+
+def test_dev_and_heldout_slices_come_from_training_articles_only(squad_dev_file, raw, tmp_path):
+    from dpr_jax.data.passages import read_passages
+
+    out = tmp_path / "sliced"
+    split = prepare_squad(squad_dev_file, out, dev_articles=3, heldout_articles=2, seed=4)
+    dev, held = set(split["dev_articles"]), set(split["heldout_articles"])
+    assert len(dev) == 3 and len(held) == 2 and not dev & held
+    assert not (dev | held) & set(DEFAULT_EVAL_ARTICLES)
+    assert not (dev | held) & set(split["train_articles"]) and len(split["train_articles"]) == 31
+    questions_of = {a["title"]: sum(len(p["qas"]) for p in a["paragraphs"]) for a in raw}
+    c = split["counts"]
+    assert c["dev_questions"] == sum(questions_of[t] for t in dev)
+    assert c["heldout_questions"] == sum(questions_of[t] for t in held)
+    assert c["train_questions"] + c["dev_questions"] + c["heldout_questions"] + c["eval_questions"] == 10570
+    # train.jsonl holds no question of a dev or held-out article; the corpus stays whole
+    records, _ = read_training_records(out / "train.jsonl")
+    assert len(records) == c["train_questions"]
+    assert not {r.positives[0].id.split("#")[0] for r in records} & (dev | held)
+    assert sum(1 for _ in read_passages(out / "passages.jsonl")) == 2067
+    dev_q = read_questions(out / "dev.jsonl")
+    assert {q.positive_ids[0].split("#")[0] for q in dev_q} == dev and all(q.answers for q in dev_q)
+    held_p = list(read_passages(out / "heldout" / "passages.jsonl"))
+    assert {p.id.split("#")[0] for p in held_p} == held and len(held_p) == c["heldout_passages"]
+    held_q = read_questions(out / "heldout" / "questions.jsonl")
+    assert {pid for q in held_q for pid in q.positive_ids} <= {p.id for p in held_p}
+    # the draw is a function of the seed
+    again = prepare_squad(squad_dev_file, tmp_path / "again", dev_articles=3, heldout_articles=2, seed=4)
+    assert again["dev_articles"] == split["dev_articles"] and again["heldout_articles"] == split["heldout_articles"]
+    other = prepare_squad(squad_dev_file, tmp_path / "other", dev_articles=3, heldout_articles=2, seed=5)
+    assert (other["dev_articles"], other["heldout_articles"]) != (split["dev_articles"], split["heldout_articles"])
+    with pytest.raises(DprJaxError, match="leave none"):
+        prepare_squad(squad_dev_file, tmp_path / "none", dev_articles=30, heldout_articles=6)
