@@ -10,12 +10,14 @@ Layers, lowest first; a module imports only from its own layer or lower ones (ch
    read by training and inference alike), ``memory`` (peak RSS, freed memory back to the OS);
 2. ``eval``: DPR's ``has_answer`` and retrieval metrics, pure functions over runs;
 3. ``data``: records, the text-file layer (``textfiles``) and the readers on it (passages,
-   questions, training records), SQuAD prep, deterministic training batches, hard-negative mining;
+   questions, training records), SQuAD prep, deterministic training batches, hard-negative mining,
+   pseudo-queries drawn from a corpus;
 4. ``models``: Flax NNX BERT, the dual encoder, its functional form (``functional``), tokenizer,
    Hugging Face weights in and out, the run directory as a model format (``run_dir``), ``loading``
-   (any model spec -> a loaded model) and export;
+   (any model spec -> a loaded model), ``concat`` (a dense and a lexical model as one) and export;
 5. ``index``: offline encoding into shards, the shard store, exact search, BM25, hybrid, run files,
-   teacher scores for mining (``teacher``);
+   teacher scores for mining (``teacher``), the lexical weight sweep of a concatenated model
+   (``weight_sweep``);
 6. ``train``: config, set-up, the objective (in-batch loss, distillation, Matryoshka), the sharded
    step, GradCache, optimizer, loop;
 7. ``plots``;
