@@ -35,8 +35,7 @@ dj data pseudo-queries --passages $D/passages.jsonl --out $D/pseudo-short-spans.
 dj data pseudo-queries --passages $D/passages.jsonl --out $D/train-questions-bm25.jsonl $EX --questions $D/train.jsonl
 cat $D/pseudo-spans.jsonl $D/pseudo-short-spans.jsonl $D/train-questions-bm25.jsonl > $D/lambda-train.jsonl
 dj train --config configs/spar_lambda.py --workdir $W/lambda --config.data.train=$D/lambda-train.jsonl \
-   --config.eval.questions=$D/dev.jsonl --config.eval.passages=$D/passages.jsonl \
-   --config.train.num_steps=600 --config.eval.every=300 --config.train.checkpoint_every=300
+   --config.eval.questions=$D/dev.jsonl --config.eval.passages=$D/passages.jsonl
 cp $W/lambda/metrics.jsonl "$OUT/metrics-lambda.jsonl"
 dense lambda $W/lambda $D/passages.jsonl $D/eval.jsonl
 # DPR ⊕ Λ: w tuned on the dev slice (training articles), then ONE index of the concatenated vectors

@@ -40,14 +40,14 @@ def get_config():
     c.model.bert.hidden_dropout_prob = 0.0
     c.model.bert.attention_probs_dropout_prob = 0.0
 
-    c.data.dir = ""  # a `dpr-jax data squad` output (its dev.jsonl is the in-training evaluation)
-    c.data.train = ""  # the pseudo-query records; default DIR/pseudo-bm25.jsonl (set in get_config below)
+    c.data.dir = ""  # optional; evaluate on the dev slice: --config.eval.questions=DIR/dev.jsonl and eval.passages
+    c.data.train = ""  # the BM25-labelled pseudo-query records (required)
     c.data.question_max_length = 32
     c.data.passage_max_length = 192  # training only (a quarter of SQuAD paragraphs are longer); encode at 256
     c.data.hard_negatives = 3
 
     c.train.batch_size = 64
-    c.train.num_steps = 300
+    c.train.num_steps = 600
     c.train.learning_rate = 5e-3
     c.train.warmup_steps = 30
     c.train.weight_decay = 0.0
@@ -56,10 +56,10 @@ def get_config():
     c.train.teacher_temperature = 1.0
     c.train.contrastive_weight = 0.1
     c.train.log_every = 20
-    c.train.checkpoint_every = 150
+    c.train.checkpoint_every = 300
     c.train.keep_checkpoints = 2
 
-    c.eval.every = 150
+    c.eval.every = 300
     c.eval.top_k = (1, 5, 20, 100)
     c.eval.batch_size = 128
     return c

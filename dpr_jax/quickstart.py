@@ -110,7 +110,6 @@ BEST_STAGES = ("data squad (4 dev + 4 held-out training articles)", "bm25", "zer
                "mine + DPR fine-tune (configs/squad_cpu.py) + encode/search", "pseudo-queries (two span samplings + "
                "BM25-labelled training questions)", "Λ (configs/spar_lambda.py) + encode/search",
                "concat: w tuned on dev", "ONE concatenated index: encode/search", "hybrid", "held-out check")
-LAMBDA_STEPS = 600
 
 
 def run_quickstart(workdir=None, squad: str | None = None, train_steps: int | None = None,
@@ -219,8 +218,7 @@ def run_best(workdir="runs/quickstart-best", squad: str | None = None, train_ste
     lam = work / "lambda"
     _run(["train", "--config", str(config_path("spar_lambda")), "--workdir", str(lam),
           f"--config.data.train={lambda_train}", f"--config.eval.questions={data / 'dev.jsonl'}",
-          f"--config.eval.passages={passages}", f"--config.train.num_steps={LAMBDA_STEPS}",
-          f"--config.eval.every={LAMBDA_STEPS}", f"--config.train.checkpoint_every={LAMBDA_STEPS // 2}"], None)
+          f"--config.eval.passages={passages}"], None)
     methods["dense, Λ alone (lexical)"] = _dense(str(lam), data, work, "lambda", passage_max_length)
 
     concat = work / "concat"
