@@ -173,7 +173,7 @@ def _concat_files(out: Path, parts: list[Path]) -> None:
     if out.exists():
         print(f"[skip] cat {' '.join(map(str, parts))} > {out}   ({out} exists)", file=sys.stderr)
         return
-    with atomic_open(out) as f:
+    with storage.atomic_open(out) as f:
         for part in parts:
             f.write(part.read_text(encoding="utf-8"))
 
@@ -184,7 +184,7 @@ def run_best(workdir="runs/quickstart-best", squad: str | None = None, train_ste
     from dpr_jax.eval.metrics import evaluate_run, format_table
     from dpr_jax.index.runs import read_run
 
-    work = Path(workdir)
+    work = storage.as_path(workdir)
     data, runs = work / "data", work / "runs"
     passages, heldout = data / "passages.jsonl", data / "heldout"
     started = time.time()
@@ -201,7 +201,7 @@ def run_best(workdir="runs/quickstart-best", squad: str | None = None, train_ste
           "--out", str(train_file), "--num", "3"], train_file)
     dpr = work / "train"
     steps = [f"--config.train.num_steps={train_steps}"] if train_steps else []
-    _run(["train", "--config", str(config_path("squad_cpu")), "--workdir", str(dpr), f"--config.data.dir={data}",
+    _run(["train", "--config", "squad_cpu", "--workdir", str(dpr), f"--config.data.dir={data}",
           f"--config.data.train={train_file}", *steps], None)
     methods["dense, DPR fine-tuned"] = _dense(str(dpr), data, work, "finetuned", passage_max_length)
 
@@ -216,7 +216,7 @@ def run_best(workdir="runs/quickstart-best", squad: str | None = None, train_ste
     lambda_train = data / "lambda-train.jsonl"
     _concat_files(lambda_train, pieces)
     lam = work / "lambda"
-    _run(["train", "--config", str(config_path("spar_lambda")), "--workdir", str(lam),
+    _run(["train", "--config", "spar_lambda", "--workdir", str(lam),
           f"--config.data.train={lambda_train}", f"--config.eval.questions={data / 'dev.jsonl'}",
           f"--config.eval.passages={passages}"], None)
     methods["dense, Λ alone (lexical)"] = _dense(str(lam), data, work, "lambda", passage_max_length)
@@ -245,12 +245,12 @@ def run_best(workdir="runs/quickstart-best", squad: str | None = None, train_ste
     results = {name: evaluate_run(read_run(path), ks=KS) for name, path in methods.items()}
     heldout_results = {name: evaluate_run(read_run(path), ks=KS) for name, path in heldout_runs.items()}
     table, heldout_table = format_table(results, KS), format_table(heldout_results, KS)
-    write_json(work / "results.json", {"results": results, "heldout": heldout_results,
+    storage.write_json(work / "results.json", {"results": results, "heldout": heldout_results,
                                        "runs": {k: str(v) for k, v in methods.items()},
                                        "seconds": round(time.time() - started)})
     n_eval = next(iter(results.values()))["num_questions"]
     n_held = next(iter(heldout_results.values()))["num_questions"]
-    with atomic_open(work / "results.md") as f:
+    with storage.atomic_open(work / "results.md") as f:
         f.write(f"SQuAD v1.1 dev, 12 held-out articles ({n_eval} questions), corpus of all 2,067 paragraphs.\n\n"
                 f"{table}\n\nNo-collapse check: {n_held} questions of 4 training articles held out from every "
                 f"training step, searched in their own paragraphs.\n\n{heldout_table}\n")

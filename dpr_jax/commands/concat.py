@@ -73,13 +73,13 @@ def _corpus_vectors(loaded, index_dir, passages_path, args, ids_wanted=None):
 
 def run(args) -> int:
     import sys
-    from pathlib import Path
 
+    from dpr_jax import storage
     from dpr_jax.errors import DprJaxError
     from dpr_jax.models.concat import CONCAT_FILE, write_concat
     from dpr_jax.models.loading import concat_models, load_model
 
-    out = Path(args.out)
+    out = storage.as_path(args.out)
     if (out / CONCAT_FILE).exists() and not args.overwrite:
         raise DprJaxError(f"{out / CONCAT_FILE} already exists; pass --overwrite to replace it")
     if args.weight is None and not (args.questions and (args.passages or (args.dense_index and args.lexical_index))):
@@ -111,7 +111,7 @@ def run(args) -> int:
         from dpr_jax.index.store import read_meta
 
         passages_path = read_meta(args.dense_index).get("passages")
-        if not passages_path or not Path(passages_path).exists():
+        if not passages_path or not storage.as_path(passages_path).exists():
             raise DprJaxError(f"{args.dense_index} does not say which passages file it holds; pass --passages")
     passages = fetch_passages(passages_path, set(d_ids))
     texts = [q.question for q in questions]

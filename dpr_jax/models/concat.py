@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from dpr_jax import storage
 from dpr_jax.errors import DprJaxError
 
 CONCAT_FILE = "concat.json"
@@ -84,7 +85,7 @@ class ConcatEncoder(nnx.Module):
 
 def is_concat_dir(path) -> bool:
     """True for a directory holding ``concat.json``."""
-    return (Path(path) / CONCAT_FILE).is_file()
+    return (storage.as_path(path) / CONCAT_FILE).is_file()
 
 
 def check_weight(weight) -> float:
@@ -95,7 +96,7 @@ def check_weight(weight) -> float:
 
 def read_concat(path) -> dict:
     """``concat.json`` of directory ``path`` with ``dense``/``lexical`` resolved to loadable specs."""
-    path = Path(path)
+    path = storage.as_path(path)
     file = path / CONCAT_FILE
     try:
         desc = json.loads(file.read_text())
@@ -119,6 +120,11 @@ def read_concat(path) -> dict:
 
 def resolve_part(base: Path, spec: str) -> str:
     """A part's spec: a path relative to the concat directory when one exists there, else as written."""
+    if storage.is_remote(spec):
+        return spec
+    if storage.is_remote(base):
+        candidate = storage.as_path(base) / spec
+        return str(candidate) if not spec.startswith("/") and candidate.exists() else spec
     candidate = (Path(base) / spec).expanduser()
     if not Path(spec).is_absolute() and candidate.exists():
         return str(candidate)
@@ -131,12 +137,12 @@ def write_concat(path, dense: str, lexical: str, weight: float, **extra) -> Path
     Part paths that exist are stored relative to ``path`` when they lie inside it, absolute otherwise,
     so a concat directory can be moved together with parts it holds.
     """
-    from dpr_jax.io_utils import write_json
-
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
+    path = storage.as_path(path)
+    storage.make_dirs(path)
 
     def spec(s: str) -> str:
+        if storage.is_remote(s) or storage.is_remote(path):
+            return s  # a URL is already absolute; relative to a bucket path only when written so
         p = Path(s).expanduser()
         if not p.exists():
             return s  # a hub name
@@ -147,7 +153,7 @@ def write_concat(path, dense: str, lexical: str, weight: float, **extra) -> Path
             return str(p)
 
     desc = {"format": FORMAT, "dense": spec(dense), "lexical": spec(lexical), "weight": check_weight(weight), **extra}
-    write_json(path / CONCAT_FILE, desc)
+    storage.write_json(path / CONCAT_FILE, desc)
     return path / CONCAT_FILE
 
 
