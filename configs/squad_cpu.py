@@ -33,4 +33,10 @@ def get_config():
     c.train.checkpoint_every = 10
     c.train.log_every = 2
     c.eval.every = 0
+    # GradCache (the same gradient, one extra forward pass) keeps the activations of 8 passages at a time
+    # instead of all 64 of the batch: the plain step's XLA buffers take 4.3 GB on CPU (the whole
+    # `quickstart --recipe best` peaked at 6.1 GB RSS with them), these 0.6 GB.
+    c.train.gradcache = True
+    c.train.gradcache_question_chunk = 16
+    c.train.gradcache_passage_chunk = 8
     return c

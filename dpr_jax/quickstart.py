@@ -7,8 +7,8 @@ interrupted quickstart picks up where it stopped):
 2. ``bm25``: BM25 over all 2,067 paragraphs for the 2,142 eval questions.
 3. ``mine``: BM25 hard negatives for the training questions (DPR's recipe).
 4. ``encode`` + ``search`` with all-MiniLM-L6-v2 as is (zero-shot dense).
-5. ``train``: a short DPR fine-tune of all-MiniLM-L6-v2 (``configs/squad.py`` cut to 20 steps of 32
-   questions and 128-token passages, see ``QUICK_TRAIN``), global in-batch softmax with one BM25
+5. ``train``: a short DPR fine-tune of all-MiniLM-L6-v2 (``configs/squad_cpu.py``: ``configs/squad.py`` cut
+   to 20 steps of 32 questions and 128-token passages), global in-batch softmax with one BM25
    hard negative per question, with GradCache so it fits a laptop's memory.
 6. ``encode`` + ``search`` with the fine-tuned run directory.
 7. ``hybrid``: BM25 + fine-tuned dense fusion.
@@ -40,24 +40,8 @@ from dpr_jax import storage
 from dpr_jax.errors import DprJaxError
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-TRAIN_CONFIG = "squad"  # a shipped config, by name: installed with the package, no checkout needed
+TRAIN_CONFIG = "squad_cpu"  # a shipped config, by name: installed with the package, no checkout needed
 KS = (1, 5, 20, 100)
-# configs/squad.py shortened to fit a 2-core CPU in a few minutes; bench/quality_gpu.sh runs the real recipe.
-# GradCache (same gradient, one extra forward pass) keeps the activations of 8 passages at a time instead
-# of all 64 of the batch: the plain step's XLA buffers take 4.3 GB on CPU, these 0.6 GB.
-QUICK_TRAIN = {
-    "train.num_steps": 20,
-    "train.warmup_steps": 2,
-    "train.learning_rate": 3e-5,
-    "train.checkpoint_every": 10,
-    "data.question_max_length": 32,
-    "data.passage_max_length": 128,
-    "eval.every": 0,
-    "train.log_every": 2,
-    "train.gradcache": "true",
-    "train.gradcache_question_chunk": 16,
-    "train.gradcache_passage_chunk": 8,
-}
 
 
 def _run(argv: list[str], done: Path | None) -> None:
@@ -140,7 +124,7 @@ def run_quickstart(workdir=None, squad: str | None = None, train_steps: int | No
         train_file = data / "train-bm25.jsonl"
         _run(["mine", "--method", "bm25", "--passages", str(data / "passages.jsonl"), "--train",
               str(data / "train.jsonl"), "--out", str(train_file), "--num", "3"], train_file)
-        settings = {**QUICK_TRAIN, "data.dir": data, "data.train": train_file}
+        settings = {"data.dir": data, "data.train": train_file}
         if train_steps:
             settings["train.num_steps"] = train_steps
         overrides = [f"--config.{key}={value}" for key, value in settings.items()]
@@ -201,7 +185,7 @@ def run_best(workdir="runs/quickstart-best", squad: str | None = None, train_ste
           "--out", str(train_file), "--num", "3"], train_file)
     dpr = work / "train"
     steps = [f"--config.train.num_steps={train_steps}"] if train_steps else []
-    _run(["train", "--config", "squad_cpu", "--workdir", str(dpr), f"--config.data.dir={data}",
+    _run(["train", "--config", TRAIN_CONFIG, "--workdir", str(dpr), f"--config.data.dir={data}",
           f"--config.data.train={train_file}", *steps], None)
     methods["dense, DPR fine-tuned"] = _dense(str(dpr), data, work, "finetuned", passage_max_length)
 

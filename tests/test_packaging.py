@@ -134,7 +134,7 @@ def test_installed_wheel_resolves_shipped_configs_and_trains(installed, tmp_path
     assert Path(module).resolve().is_relative_to(venv_dir), f"imported {module}, not the installed wheel"
     assert Path(squad).resolve().is_relative_to(venv_dir) and Path(squad).name == "squad.py"
     assert Path(quick.split()[1]).resolve().is_relative_to(venv_dir)
-    assert names.split() == ["nq", "squad", "tiny"]
+    assert names.split() == ["ict", "nq", "spar_lambda", "squad", "squad_cpu", "tiny"]
 
     # a path still works, and a missing one names the shipped configs
     (run_dir / "my.py").write_text("from dpr_jax.train.config import base_config\n\n"

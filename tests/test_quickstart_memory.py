@@ -2,7 +2,7 @@
 
 The plain training step of all-MiniLM-L6-v2 at the quickstart's sizes (32 questions x 2 passages of
 128 tokens) plans 4.3 GiB of XLA buffers on CPU (it took the quickstart to 7.2 GB RSS); with the
-GradCache chunks of ``QUICK_TRAIN`` the same gradient needs one chunk's activations.
+GradCache chunks of ``configs/squad_cpu.py`` the same gradient needs one chunk's activations.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ def test_quickstart_training_step_plans_under_1_gib(tmp_path, minilm_dir):
 
     from dpr_jax.mesh import global_batch, make_mesh, replicate
     from dpr_jax.models.functional import FunctionalModel
-    from dpr_jax.quickstart import QUICK_TRAIN, TRAIN_CONFIG
+    from dpr_jax.quickstart import TRAIN_CONFIG
     from dpr_jax.train.config import load_config
     from dpr_jax.train.setup import prepare_run
     from dpr_jax.train.step import init_train_state, make_train_step
@@ -25,8 +25,7 @@ def test_quickstart_training_step_plans_under_1_gib(tmp_path, minilm_dir):
     # the quickstart's own config and overrides; only the records are synthetic (batches are padded to
     # the maximum lengths, so their memory does not depend on the texts)
     train_file = write_synthetic_training(tmp_path / "train.jsonl")
-    overrides = [f"--config.{k}={v}" for k, v in QUICK_TRAIN.items()]
-    config = load_config(TRAIN_CONFIG, overrides + [f"--config.data.train={train_file}", "--config.data.prepare_squad=false"])
+    config = load_config(TRAIN_CONFIG, [f"--config.data.train={train_file}"])
     assert config.train.gradcache and config.model.name == "sentence-transformers/all-MiniLM-L6-v2"
     mesh = make_mesh(1)  # the quickstart's one CPU device
     setup = prepare_run(config, tmp_path, mesh)
