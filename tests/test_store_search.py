@@ -65,12 +65,21 @@ def mesh8():
     return mesh_or_none(True)
 
 
+MODES = ["blas", "xla", "xla-mesh"]  # the CPU default, the JAX path on one device, the JAX path on 8
+
+
+def mode_kwargs(mode: str) -> dict:
+    """exact_search arguments for a mode: the engine, and the 8-device mesh for "xla-mesh"."""
+    return {"engine": mode.split("-")[0], "mesh": mesh_or_none(mode == "xla-mesh")}
+
+
+@pytest.mark.parametrize("engine", ["blas", "xla"])
 @pytest.mark.parametrize("chunk_rows", [64, 100, 777, 5000])
-def test_matches_bruteforce_for_chunk_sizes(chunk_rows):
+def test_matches_bruteforce_for_chunk_sizes(chunk_rows, engine):
     # 1500 rows: 100 and 777 do not divide it (padded last chunk); 5000 is larger than the corpus.
     # 37 queries in batches of 4, 3 batches per step: 12 batches of 4 (11 padded rows), 4 steps.
     queries, corpus = tie_free_data(1500, 37)
-    check(queries, corpus, 10, chunk_rows=chunk_rows, query_batch=4, batches_per_step=3)
+    check(queries, corpus, 10, chunk_rows=chunk_rows, query_batch=4, batches_per_step=3, engine=engine)
 
 
 @pytest.mark.parametrize("use_mesh", [False, True])
@@ -79,23 +88,23 @@ def test_grouped_topk_matches_bruteforce(use_mesh):
     queries, corpus = tie_free_data(2000, 21, seed=8)
     chunk_rows, group = 1024, (2 if use_mesh else 4)
     assert uses_groups(chunk_rows // (8 if use_mesh else 1), 10, group)
-    check(queries, corpus, 10, chunk_rows=chunk_rows, topk_group=group, mesh=mesh_or_none(use_mesh))
+    check(queries, corpus, 10, chunk_rows=chunk_rows, topk_group=group, mesh=mesh_or_none(use_mesh), engine="xla")
 
 
 @pytest.mark.parametrize("chunk_rows", [100, 512])
 def test_eight_device_mesh_matches_bruteforce_and_one_device(mesh8, chunk_rows):
     queries, corpus = tie_free_data(1500, 20, seed=1)
-    one = exact_search(queries, corpus, 15, chunk_rows=chunk_rows)
-    eight = check(queries, corpus, 15, mesh=mesh8, chunk_rows=chunk_rows)
+    one = exact_search(queries, corpus, 15, chunk_rows=chunk_rows, engine="xla")
+    eight = check(queries, corpus, 15, mesh=mesh8, chunk_rows=chunk_rows, engine="xla")
     np.testing.assert_array_equal(one[1], eight[1])
     np.testing.assert_array_equal(one[0], eight[0])
 
 
-@pytest.mark.parametrize("use_mesh", [False, True])
-def test_uneven_iterable_of_chunks_numbers_rows_consecutively(use_mesh):
+@pytest.mark.parametrize("mode", MODES)
+def test_uneven_iterable_of_chunks_numbers_rows_consecutively(mode):
     queries, corpus = tie_free_data(1000, 9, seed=2)
     pieces = np.split(corpus, [3, 250, 251, 700])  # sizes 3, 247, 1, 449, 300
-    check(queries, corpus, 7, source=iter(pieces), chunk_rows=128, mesh=mesh_or_none(use_mesh))
+    check(queries, corpus, 7, source=iter(pieces), chunk_rows=128, **mode_kwargs(mode))
 
 
 def test_chunks_already_on_the_device_are_scored_in_place():
@@ -111,23 +120,24 @@ def test_chunks_already_on_the_device_are_scored_in_place():
     check(queries, corpus, 9, source=iter(pieces), chunk_rows=256)
 
 
-@pytest.mark.parametrize("use_mesh", [False, True])
-def test_k_equal_to_and_larger_than_corpus(use_mesh):
+@pytest.mark.parametrize("mode", MODES)
+def test_k_equal_to_and_larger_than_corpus(mode):
     queries, corpus = tie_free_data(300, 5, seed=3)
-    mesh = mesh_or_none(use_mesh)
-    check(queries, corpus, 300, chunk_rows=64, mesh=mesh)  # the full ranking
-    scores, rows = exact_search(queries, corpus, 1000, chunk_rows=64, mesh=mesh)  # clamped to 300
+    check(queries, corpus, 300, chunk_rows=64, **mode_kwargs(mode))  # the full ranking
+    scores, rows = exact_search(queries, corpus, 1000, chunk_rows=64, **mode_kwargs(mode))  # clamped to 300
     assert rows.shape == (5, 300)
     np.testing.assert_array_equal(rows, brute_force(queries, corpus, 300)[1])
 
 
-@pytest.mark.parametrize("use_mesh,chunk_rows,group", [(False, 48, 1), (False, 48, 2), (True, 48, 1), (True, 384, 2)])
-def test_exact_ties_keep_the_lower_row_first(use_mesh, chunk_rows, group):
+@pytest.mark.parametrize("engine,use_mesh,chunk_rows,group", [("blas", False, 48, 1), ("blas", False, 640, 1),
+                                                            ("xla", False, 48, 1), ("xla", False, 48, 2),
+                                                            ("xla", True, 48, 1), ("xla", True, 384, 2)])
+def test_exact_ties_keep_the_lower_row_first(engine, use_mesh, chunk_rows, group):
     queries, corpus = tie_free_data(200, 4, seed=4)
     corpus = np.concatenate([corpus, corpus])  # row r and row r + 200 score the same
     assert uses_groups(chunk_rows // (8 if use_mesh else 1), 6, group) == (group > 1)
     scores, rows = exact_search(queries, corpus, 6, chunk_rows=chunk_rows, topk_group=group,
-                                mesh=mesh_or_none(use_mesh))
+                                mesh=mesh_or_none(use_mesh), engine=engine)
     _, ref = brute_force(queries, corpus[:200], 3)
     expected = np.stack([ref, ref + 200], axis=2).reshape(4, 6)  # each pair: lower row, then its twin
     np.testing.assert_array_equal(rows, expected)
@@ -172,14 +182,14 @@ def write_index(path, corpus, sizes, dtype=np.float16):
     return ids
 
 
-@pytest.mark.parametrize("use_mesh", [False, True])
-def test_float16_index_on_disk_matches_bruteforce(tmp_path, use_mesh):
+@pytest.mark.parametrize("mode", MODES)
+def test_float16_index_on_disk_matches_bruteforce(tmp_path, mode):
     queries, corpus = tie_free_data(1500, 13, seed=6)
     ids = write_index(tmp_path, corpus, [500, 700, 300])
     index = open_index(tmp_path)
     assert index.dtype == np.float16 and index.count == 1500
     # 256-row chunks span the shard boundaries; the corpus is exactly representable in float16.
-    check(queries, corpus, 12, source=index, chunk_rows=256, mesh=mesh_or_none(use_mesh))
+    check(queries, corpus, 12, source=index, chunk_rows=256, **mode_kwargs(mode))
     scores, found = search_index(index, queries, 12, chunk_rows=256)
     _, ref_rows = brute_force(queries, corpus, 12)
     assert found == [[ids[r] for r in row] for row in ref_rows]

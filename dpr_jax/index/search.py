@@ -46,6 +46,7 @@ from jax import lax
 from jax.sharding import PartitionSpec as P
 
 from dpr_jax.errors import DprJaxError
+from dpr_jax.index.blas_search import GROUP, as_float32, blas_topk
 from dpr_jax.index.store import Index
 from dpr_jax.mesh import DATA_AXIS, data_sharding, replicated
 
@@ -277,6 +278,7 @@ def exact_search(
     approx_recall: float | None = None,
     progress: bool = False,
     row_range: tuple[int, int] | None = None,
+    engine: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-``k`` inner-product search of ``queries`` [Q, D] over a streamed corpus.
 
@@ -312,12 +314,13 @@ def exact_search(
         if not 0 < approx_recall < 1:
             raise DprJaxError(f"approx_recall must lie strictly between 0 and 1, got {approx_recall!r}")
         approx_recall = float(approx_recall)
+    engine = choose_engine(engine, mesh, approx_recall, compute_dtype)
     k = int(k)
     num_q, dim = queries.shape
     if isinstance(chunks, Index) and chunks.dim != dim:
         raise DprJaxError(f"queries have dim {dim} but the index at {chunks.directory} has dim {chunks.dim}")
 
-    n_dev = 1 if mesh is None else mesh.devices.size
+    n_dev = 1 if mesh is None or engine == "blas" else mesh.devices.size
     chunk_rows = -(-chunk_rows // n_dev) * n_dev
     total = _corpus_rows(chunks)
     start, stop = 0, None
@@ -330,8 +333,65 @@ def exact_search(
         total = stop - start
     if total is not None:  # no point in a block bigger than the corpus (one compile, less padding)
         chunk_rows = min(chunk_rows, max(n_dev, -(-total // n_dev) * n_dev))
-    k_block = min(k, chunk_rows // n_dev)
+    if engine == "blas":
+        chunk_rows = -(-chunk_rows // GROUP) * GROUP
 
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="rows", desc="search", leave=False)
+    blocks = _fixed_blocks(chunks, chunk_rows, dim, start, stop)
+    if engine == "blas":  # float16/bfloat16 -> float32 once per block, in the reading thread
+        blocks = ((offset, as_float32(block), valid) for offset, block, valid in blocks)
+    blocks = _prefetch(blocks)
+    try:
+        counted = _counted(blocks, bar)
+        if engine == "blas":
+            scores, rows, seen = blas_topk(queries, counted, k, chunk_rows)
+        else:
+            scores, rows, seen = _xla_topk(queries, counted, k, mesh=mesh, chunk_rows=chunk_rows,
+                                           query_batch=query_batch, compute_dtype=compute_dtype,
+                                           topk_group=topk_group, batches_per_step=batches_per_step,
+                                           approx_recall=approx_recall)
+    finally:
+        blocks.close()
+        if bar is not None:
+            bar.close()
+    if seen == 0:
+        raise DprJaxError("the corpus is empty")
+    kept = min(k, seen)
+    return scores[:, :kept], rows[:, :kept] + start
+
+
+def choose_engine(engine: str, mesh, approx_recall, compute_dtype) -> str:
+    """``"blas"`` or ``"xla"`` for :func:`exact_search`'s ``engine`` (``"auto"``: BLAS on the CPU backend)."""
+    if engine not in ("auto", "blas", "xla"):
+        raise DprJaxError(f"engine must be 'auto', 'blas' or 'xla', got {engine!r}")
+    blas_ok = approx_recall is None and np.dtype(compute_dtype) == np.float32
+    if engine == "auto":
+        platform = mesh.devices.flat[0].platform if mesh is not None else jax.default_backend()
+        return "blas" if platform == "cpu" and blas_ok else "xla"
+    if engine == "blas" and not blas_ok:
+        raise DprJaxError("engine='blas' computes in float32 and exactly: it takes neither compute_dtype "
+                          "other than float32 nor approx_recall")
+    return engine
+
+
+def _counted(blocks, bar):
+    """Pass blocks through, advancing the progress bar by each block's real rows."""
+    for item in blocks:
+        yield item
+        if bar is not None:
+            bar.update(item[2])
+
+
+def _xla_topk(queries, blocks, k, *, mesh, chunk_rows, query_batch, compute_dtype, topk_group,
+              batches_per_step, approx_recall):
+    """The JAX path: ``(scores [Q, k], rows [Q, k] int64, rows seen)`` over ``(offset, block, valid)``."""
+    num_q, dim = queries.shape
+    n_dev = 1 if mesh is None else mesh.devices.size
+    k_block = min(k, chunk_rows // n_dev)
     # Query batches of (nearly) equal size, grouped in waves of ``batches_per_step`` per jitted call.
     n_batches = -(-num_q // query_batch)
     wave = min(batches_per_step, n_batches)
@@ -352,34 +412,17 @@ def exact_search(
     q_dev = [put_q(w) for w in q_pad]
     state = [(put_state(np.full((wave, qb, k), -np.inf, np.float32)), put_state(np.full((wave, qb, k), -1, np.int32)))
              for _ in q_dev]
-
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, unit="rows", desc="search", leave=False)
     seen = 0
-    blocks = _prefetch(_fixed_blocks(chunks, chunk_rows, dim, start, stop))
-    try:
-        for offset, block, valid in blocks:
-            prev = state
-            block_dev = put_block(block)
-            off, val = np.int32(offset), np.int32(valid)
-            state = [step(rv, ri, q, block_dev, off, val) for (rv, ri), q in zip(state, q_dev)]
-            jax.block_until_ready(prev)  # at most two chunks in flight: bounded memory
-            seen = offset + valid
-            if bar is not None:
-                bar.update(valid)
-    finally:
-        blocks.close()
-        if bar is not None:
-            bar.close()
-    if seen == 0:
-        raise DprJaxError("the corpus is empty")
+    for offset, block, valid in blocks:
+        prev = state
+        block_dev = put_block(block)
+        off, val = np.int32(offset), np.int32(valid)
+        state = [step(rv, ri, q, block_dev, off, val) for (rv, ri), q in zip(state, q_dev)]
+        jax.block_until_ready(prev)  # at most two chunks in flight: bounded memory
+        seen = offset + valid
     scores = np.concatenate([np.asarray(v).reshape(-1, k) for v, _ in state])[:num_q]
-    rows = np.concatenate([np.asarray(i).reshape(-1, k) for _, i in state])[:num_q].astype(np.int64) + start
-    kept = min(k, seen)
-    return scores[:, :kept], rows[:, :kept]
+    rows = np.concatenate([np.asarray(i).reshape(-1, k) for _, i in state])[:num_q].astype(np.int64)
+    return scores, rows, seen
 
 
 def search_index(index: Index, queries: np.ndarray, k: int, **kwargs) -> tuple[np.ndarray, list[list[str]]]:
