@@ -97,6 +97,23 @@ def test_k_larger_than_the_corpus_and_last_partial_block():
     assert rows.shape == (4, 130) and sorted(rows[0].tolist()) == list(range(130))
 
 
+def test_large_reads_are_scored_in_smaller_blocks(monkeypatch):
+    # Reads of 512 rows (500 rounded up) scored as blocks of 128; the last read holds 488 real rows.
+    import dpr_jax.index.search as search
+
+    monkeypatch.setattr(search, "BLAS_BLOCK_ROWS", 128)
+    seen = []
+    real = blas_search.RunningTopK.add
+    monkeypatch.setattr(blas_search.RunningTopK, "add",
+                        lambda self, off, block, valid: (seen.append((off, block.shape[0], valid)), real(self, off, block, valid)))
+    queries, corpus = tied_data(1000, 5, seed=9)
+    ref_scores, ref_rows = reference(queries, corpus, 33)
+    scores, rows = exact_search(queries, corpus, 33, chunk_rows=500, engine="blas")
+    np.testing.assert_array_equal(rows, ref_rows)
+    np.testing.assert_array_equal(scores, ref_scores.astype(np.float32))
+    assert seen == [(off, 128, 128) for off in range(0, 896, 128)] + [(896, 128, 104)]
+
+
 def test_query_slices_each_keep_their_own_list(monkeypatch):
     # A score buffer of 64 x 5 floats: 23 queries go through in slices of 5 (the last of 3).
     monkeypatch.setattr(blas_search, "_SCORE_FLOATS", 64 * 5)

@@ -33,15 +33,12 @@ _SCORE_FLOATS = 1 << 25  # score buffer bound (128 MiB): queries per slice = thi
 
 
 def as_float32(block) -> np.ndarray:
-    """A block's values as a C-contiguous float32 array, converted once (float16, bfloat16, float64, jax)."""
-    block = np.asarray(block)
-    if block.dtype == np.float32:
-        return np.ascontiguousarray(block)
-    if block.dtype.name == "bfloat16":  # ml_dtypes: the top 16 bits of a float32, shifted into place
-        bits = np.ascontiguousarray(block).view(np.uint16).astype(np.uint32)
-        bits <<= 16
-        return bits.view(np.float32)
-    return np.ascontiguousarray(block, dtype=np.float32)
+    """A block's values as a C-contiguous float32 array, converted once (float16, bfloat16, float64, jax).
+
+    float32 passes through without a copy. bfloat16 goes through ml_dtypes' cast, measured faster
+    than shifting the raw bits in NumPy (two passes).
+    """
+    return np.ascontiguousarray(np.asarray(block), dtype=np.float32)
 
 
 class RunningTopK:
