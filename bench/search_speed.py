@@ -1,11 +1,13 @@
 """Exact search speed: dpr-jax ``exact_search`` vs faiss ``IndexFlatIP`` vs NumPy matmul + argpartition.
 
-All three answer the same question exactly: top-k inner products of Q queries against an in-memory
-float32 corpus (seeded Gaussian; 1M x 768, 1,000 queries, k=100 by default). Contenders run in
-turn for several rounds (see ``bench/common.py``); the table gives median queries/s, GFLOP/s
-(2*Q*N*D / time) and the median per-round time ratio to faiss. A plain NumPy sgemm (2048^3) timed in
-the same rounds gives the machine's compute ceiling. Results are compared id for id; where they
-differ the float64 scores decide whether the difference is a float32 rounding tie.
+All answer the same question exactly: top-k inner products of Q queries against an in-memory
+float32 corpus (seeded Gaussian; 1M x 768, 1,000 queries, k=100 by default). dpr-jax runs twice:
+its default engine here (``blas`` on CPU) and ``engine="xla"`` (the JAX path; ``--skip xla`` drops
+it). Contenders run in turn for several rounds (see ``bench/common.py``); the table gives median
+queries/s, GFLOP/s (2*Q*N*D / time), the percentage of the same-run sgemm ceiling, and the median
+per-round time ratio to faiss. A plain NumPy sgemm (2048^3) timed in the same rounds gives that
+ceiling. Results are compared id for id; where they differ the float64 scores decide whether the
+difference is a float32 rounding tie.
 
     python bench/search_speed.py                      # full size (about 10 minutes on 2 cores)
     python bench/search_speed.py --corpus 100000 --queries 200 --rounds 2

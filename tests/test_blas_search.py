@@ -131,7 +131,8 @@ def write_index(path, corpus, dtype, sizes=(300, 450, 250)):
     for no, size in enumerate(sizes):
         write_shard(path, no, corpus[start:start + size], [f"p{r}" for r in range(start, start + size)], dtype=dtype)
         start += size
-    write_meta(path, model="test", dim=corpus.shape[1], dtype=dtype, count=start, num_shards=len(sizes))
+    write_meta(path, model="test", dim=corpus.shape[1], dtype=dtype, count=start, num_shards=len(sizes),
+               normalize=False)
     return open_index(path)
 
 
@@ -148,6 +149,8 @@ def test_stored_dtypes_equal_brute_force_over_the_stored_values(tmp_path, dtype)
     index = write_index(tmp_path, corpus, dtype)
     assert assert_exact(queries, corpus, 25, source=index, chunk_rows=192)
     assert_exact(queries, corpus[300:1000], 25, source=index, offset=300, chunk_rows=192, row_range=(300, 1000))
+    # --dim: the first 5 coordinates only (cut, not copied, before the float32 conversion)
+    assert_exact(queries[:, :5], corpus[:, :5], 25, source=index.truncated(5), chunk_rows=192)
 
 
 def test_as_float32_converts_each_storage_dtype():
