@@ -66,10 +66,15 @@ class RunningTopK:
         self.seen += valid
 
     def _add_slice(self, s, e, offset, block, valid, full):
-        n, rows, k = e - s, block.shape[0], self.k
-        ng = rows // GROUP
-        scores = self._buf[:n]
+        scores = self._buf[: e - s]
         np.matmul(self.q[s:e], block.T, out=scores)
+        self._prune_and_merge(s, scores, offset, valid, full)
+
+    def _prune_and_merge(self, s, scores, offset, valid, full):
+        """Candidates of ``scores`` [queries s.., block rows] (see the module doc), merged."""
+        (n, rows), k = scores.shape, self.k
+        e = s + n
+        ng = rows // GROUP
         if valid < rows:
             scores[:, valid:] = -np.inf
         grouped = scores.reshape(n, GROUP, ng)  # [query, i, j] = column i * ng + j
