@@ -54,14 +54,16 @@ def test_data_really_ties_across_blocks_and_at_the_kth_place():
     assert np.all((full[:, :64] == kth).any(axis=1) | (full[:, 64:] == kth).any(axis=1))  # ...in many blocks
 
 
-@pytest.mark.parametrize("k,chunk_rows", [
-    (40, 64),     # k < block rows, 64 columns = one group per block: no first-block bound
-    (3, 256),     # 4 groups per block >= k: the first block is cut at its k-th best group maximum
-    (10, 1000),   # one block of 1024 (1000 rounded up to 64s), 16 groups >= k, last 24 rows padding
-    (150, 64),    # k > block rows: the list fills over three blocks
+@pytest.mark.parametrize("k,chunk_rows,group", [
+    (40, 64, 1),      # groups of one column: 64 of them >= k, so the first block is cut at its k-th best
+    (3, 256, 64),     # 4 groups of 64 >= k
+    (10, 1000, 64),   # one block of 1024 (1000 rounded up to 64s), 16 groups, the last 24 rows padding
+    (100, 2048, 8),   # one block of 1024: groups shrink to 8 columns, so that there are k of them
+    (150, 64, 1),     # k > block rows: no bound, the list fills over three blocks
 ])
-def test_many_ties_equal_a_stable_sort(k, chunk_rows):
+def test_many_ties_equal_a_stable_sort(k, chunk_rows, group):
     queries, corpus = tied_data(1000, 9, seed=k)
+    assert blas_search.RunningTopK(queries, k, -(-min(chunk_rows, 1000) // GROUP) * GROUP).group == group
     assert_exact(queries, corpus, k, chunk_rows=chunk_rows)
 
 
@@ -75,6 +77,47 @@ def test_first_block_holding_the_whole_top_k(k, chunk_rows):
     corpus[:chunk_rows, -1] = 100
     queries = np.concatenate([queries, np.ones((6, 1), np.float32)], axis=1)
     assert_exact(queries, corpus, k, chunk_rows=chunk_rows)
+
+
+@pytest.mark.parametrize("k", [5, 100])
+def test_a_corpus_of_duplicates_keeps_the_lowest_rows(k, monkeypatch):
+    # Every score ties: the first block's cut admits every column, so each query takes its exact
+    # block top-k (the lowest rows) instead of thousands of candidates.
+    widths = []
+    real = blas_search.RunningTopK._merge
+    monkeypatch.setattr(blas_search.RunningTopK, "_merge", lambda self, s, cq, cv, cr: (
+        widths.append(np.bincount(cq).max()), real(self, s, cq, cv, cr)))
+    queries = np.ones((3, 4), np.float32)
+    corpus = np.ones((20000, 4), np.float32)
+    corpus[7000] = 2  # one better row, in the first block, and one in the last
+    corpus[19999] = 2
+    assert_exact(queries, corpus, k, chunk_rows=8192)
+    assert max(widths) <= k  # candidates per query and block: not the 8192 tied columns
+
+
+def test_a_corpus_of_duplicates_stays_in_bounded_memory():
+    # All 32768 columns of the block tie: they must not all be gathered as candidates (about 12x
+    # the score matrix measured without the group-level check; 4x with it).
+    import tracemalloc
+
+    queries, corpus = np.ones((200, 4), np.float32), np.ones((32768, 4), np.float32)
+    score_bytes = 200 * 32768 * 4
+    tracemalloc.start()
+    try:
+        _, rows = exact_search(queries, corpus, 5, engine="blas")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert rows[0].tolist() == [0, 1, 2, 3, 4]
+    assert peak < 6 * score_bytes, peak / score_bytes
+
+
+def test_corpus_improving_block_by_block():
+    # Each block beats the last, so every block would open every group without the block cut.
+    queries, corpus = tied_data(4096, 4, dim=6, seed=10)
+    corpus[:, 0] = np.repeat(np.arange(8), 512) * 100
+    queries[:, 0] = 1
+    assert_exact(queries, corpus, 20, chunk_rows=512)
 
 
 def test_planted_duplicates_across_blocks_keep_the_lower_row_first():
