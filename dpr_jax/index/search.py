@@ -23,8 +23,9 @@ JAX's default backend without a mesh):
   at 452 GFLOP/s), which is why the XLA path reached only 43% of the sgemm ceiling on a quiet
   machine (issue 12; 69% in our loaded run). The BLAS path's extra work per 32768-row block and
   1,000 queries (group maxima, then a few candidates per query merged) measured 29 ms beside a
-  940 ms matmul under heavy load, and the whole search reached 93% of the same-run sgemm rate
-  (200K x 768, 1,000 queries, k=100; XLA path 69%, faiss IndexFlatIP 67%).
+  940 ms matmul under heavy load, and the whole search reached 77-93% of the same-run sgemm rate
+  in three loaded runs (200K-500K x 768, 1,000 queries, k=100; XLA path 66-76%, faiss
+  IndexFlatIP 59-71%; load inflates the XLA path, whose single-threaded top_k loses less to it).
 * ``"xla"``, for accelerators (GPU/TPU backends; on any backend when asked for, or for
   ``approx_recall`` or a ``compute_dtype`` other than float32):
   one jitted step per (chunk, wave of query batches): for each batch of the wave, scores =
