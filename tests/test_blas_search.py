@@ -147,8 +147,12 @@ def test_large_reads_are_scored_in_smaller_blocks(monkeypatch):
     monkeypatch.setattr(search, "BLAS_BLOCK_ROWS", 128)
     seen = []
     real = blas_search.RunningTopK.add
-    monkeypatch.setattr(blas_search.RunningTopK, "add",
-                        lambda self, off, block, valid: (seen.append((off, block.shape[0], valid)), real(self, off, block, valid)))
+
+    def add(self, off, block, valid):
+        seen.append((off, block.shape[0], valid))
+        real(self, off, block, valid)
+
+    monkeypatch.setattr(blas_search.RunningTopK, "add", add)
     queries, corpus = tied_data(1000, 5, seed=9)
     ref_scores, ref_rows = reference(queries, corpus, 33)
     scores, rows = exact_search(queries, corpus, 33, chunk_rows=500, engine="blas")
