@@ -21,7 +21,31 @@ Layers, lowest first; a module imports only from its own layer or lower ones (ch
 6. ``train``: config, set-up, the objective (in-batch loss, distillation, Matryoshka), the sharded
    step, GradCache, optimizer, loop;
 7. ``plots``;
-8. ``commands`` (one module per ``dpr-jax`` subcommand), ``quickstart`` (commands in sequence), ``cli``.
+8. ``api``: the Python API (``load_model``, ``encode_corpus``, ``open_index``, ``search``, ``train``,
+   ``evaluate``, plots), re-exported here lazily;
+9. ``commands`` (one module per ``dpr-jax`` subcommand), ``quickstart`` (commands in sequence), ``cli``.
 """
 
 __version__ = "0.1.0"
+
+# The Python API (dpr_jax/api.py), importable from here. Loaded on first use, so `import dpr_jax` (and
+# with it `dpr-jax --help`) stays free of JAX; see tests/test_api.py.
+_API = ("Model", "DenseIndex", "load_model", "encode_corpus", "open_index", "build_index", "search", "evaluate",
+        "train_model", "plot_training", "plot_embeddings", "prepare_squad", "read_passages", "read_questions")
+__all__ = [*_API, "DprJaxError", "__version__"]
+
+
+def __getattr__(name):
+    if name in _API:
+        from dpr_jax import api
+
+        return getattr(api, name)
+    if name == "DprJaxError":
+        from dpr_jax.errors import DprJaxError
+
+        return DprJaxError
+    raise AttributeError(f"module 'dpr_jax' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

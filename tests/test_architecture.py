@@ -21,6 +21,7 @@ LAYERS = [
     {"index"},
     {"train"},
     {"plots"},
+    {"api"},
     {"commands", "quickstart", "cli", "__main__"},
 ]
 

@@ -62,3 +62,11 @@ def load_model_from_args(args):
 
     return load_model(args.model, pooling=args.pooling, dtype=args.compute_dtype, step=args.step,
                       passage_segment_ids=args.passage_segment_ids)
+
+
+def api_model_from_args(args, side: str):
+    """The :class:`dpr_jax.api.Model` the model arguments describe; ``--max-length`` is ``side``'s
+    (``"question"`` for search, ``"passage"`` for encode)."""
+    from dpr_jax.api import Model
+
+    return Model(load_model_from_args(args), batch_size=args.batch_size, **{f"{side}_max_length": args.max_length})

@@ -36,17 +36,18 @@ def run(args) -> int:
 
     import jax
 
-    from dpr_jax.commands.common import load_model_from_args
+    from dpr_jax.api import encode_corpus
+    from dpr_jax.commands.common import api_model_from_args
     from dpr_jax.distributed import initialize_from_args
-    from dpr_jax.index.encode import encode_corpus, parse_shard
+    from dpr_jax.index.encode import parse_shard
     from dpr_jax.storage import check_output_dir
 
     check_output_dir(args.out)
     initialize_from_args(args)
     shard = parse_shard(args.shard) if args.shard else (jax.process_index(), jax.process_count())
-    loaded = load_model_from_args(args)
-    summary = encode_corpus(loaded, args.passages, args.out, shard=shard, block_size=args.block_size,
-                            batch_size=args.batch_size, max_length=args.max_length, out_dtype=args.dtype, dim=args.dim)
+    model = api_model_from_args(args, "passage")
+    summary = encode_corpus(model, args.passages, args.out, shard=shard, block_size=args.block_size,
+                            dtype=args.dtype, dim=args.dim)
     print(f"{args.out}: {len(summary['written'])} shard(s) written, {len(summary['skipped'])} already done "
           f"(job {shard[0]}/{shard[1]}, {summary['count']} passages in the corpus)", file=sys.stderr)
     if summary["meta"] is None:

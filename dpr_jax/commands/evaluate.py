@@ -46,53 +46,17 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from dpr_jax import storage
-    from dpr_jax.errors import DprJaxError
-    from dpr_jax.eval.ir_metrics import DEFAULT_MEASURES, evaluate_ir, parse_measures
-    from dpr_jax.eval.metrics import evaluate_run, format_table
-    from dpr_jax.index.runs import attach_passages, read_run
-    from dpr_jax.storage import check_output_file
+    from dpr_jax.api import evaluate
+    from dpr_jax.eval.metrics import format_table
 
-    if args.out:
-        check_output_file(args.out)
-    if args.qrels and not args.questions:
-        raise DprJaxError("--qrels needs --questions (the queries the qrels judge, e.g. BEIR queries.jsonl)")
-    measures = parse_measures(args.measures) if args.measures else (list(DEFAULT_MEASURES) if args.qrels else [])
-    questions, grades = None, None
-    if args.questions:
-        from dpr_jax.data.questions import read_questions
-
-        questions = read_questions(args.questions)
-    entries = read_run(args.run, questions)
-    if args.qrels:  # as in BEIR, only the questions with a relevant judgement are evaluated
-        from dpr_jax.data.questions import apply_qrels, positives_of, read_qrels_grades
-        from dpr_jax.index.runs import RunEntry
-
-        grades = read_qrels_grades(args.qrels)
-        judged = {q.id: q for q in apply_qrels(questions, positives_of(grades), args.qrels)}
-        entries = [RunEntry(judged[e.question.id], e.hits) for e in entries if e.question.id in judged]
-        if not entries:
-            raise DprJaxError(f"{args.qrels}: no question of {args.run} has a relevant judgement")
-    with_answers = any(e.question.answers for e in entries)
-    if args.passages:
-        entries = attach_passages(entries, args.passages, match=args.match)
-    elif with_answers and any(h.has_answer is None and not h.text for e in entries for h in e.hits):
-        raise DprJaxError(f"{args.run}: some hits have neither has_answer nor text; "
-                          "pass --passages (and --questions for a TREC run)")
-    if not any(e.question.answers or e.question.positive_ids for e in entries):
-        raise DprJaxError(f"{args.run}: no question has answers or positive ids to evaluate against"
-                          + ("" if questions else "; pass --questions"))
-    metrics = evaluate_run(entries, ks=args.k, match=args.match)
-    if not with_answers:  # BEIR-style questions: answer accuracy does not exist, it is not 0
-        metrics["top_k_accuracy"] = None
-    if measures:
-        metrics["ir_measures"] = evaluate_ir(entries, grades, measures, source=args.qrels or "positive ids")
+    metrics = evaluate(args.run, args.questions, qrels=args.qrels, passages=args.passages, ks=args.k,
+                       match=args.match, measures=args.measures, out=args.out)
+    ir = metrics.get("ir_measures")
+    measures = list(ir["measures"]) if ir else []
     name = args.name or storage.as_path(args.run).name
     print(format_table({name: metrics}, ks=args.k, measures=measures))
     print(f"\n{metrics['num_questions']} questions, {metrics['num_with_positive_ids']} with positive ids")
-    if measures:
-        ir = metrics["ir_measures"]
+    if ir:
         print(f"{', '.join(measures)}: {ir['relevance']}, {ir['num_judged_questions']} judged questions, "
               f"by {ir['computed_by']}")
-    if args.out:
-        storage.write_json(args.out, metrics | {"run": str(args.run), "match": args.match})
     return 0

@@ -54,15 +54,12 @@ _SETTINGS = ("nlist", "pq_m", "nbits", "hnsw_m", "ef_construction", "factory", "
 def run(args) -> int:
     import sys
 
-    from dpr_jax.index.ann import AnnSettings, build_ann, default_path, import_faiss
-    from dpr_jax.index.store import open_index
+    from dpr_jax.api import build_index
+    from dpr_jax.index.ann import default_path
 
-    import_faiss()  # a missing extra is reported before anything is read
-    index = open_index(args.index)
     given = {name: getattr(args, name) for name in _SETTINGS if getattr(args, name) is not None}
-    settings = AnnSettings(type=args.type, **given)  # the defaults live in AnnSettings only
-    out = args.out or default_path(index.directory)
-    desc = build_ann(index, settings, out)
+    desc = build_index(args.index, args.type, out=args.out, **given)  # the defaults live in AnnSettings only
+    out = args.out or default_path(args.index)
     print(f"{out}: {desc['factory']} over {desc['count']:,} x {desc['dim']} vectors, "
           f"{desc['faiss_bytes'] / 2**20:,.1f} MiB, built in {desc['build_seconds']:.1f} s", file=sys.stderr)
     return 0

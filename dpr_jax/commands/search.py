@@ -17,7 +17,7 @@ Example:
       --questions eval.jsonl --passages passages.jsonl --k 100 --out dense.json
 """
 
-from dpr_jax.commands.common import add_model_arguments, load_model_from_args, positive_int
+from dpr_jax.commands.common import add_model_arguments, positive_int
 
 HELP = "retrieve top-k passages for questions from a dense index"
 
@@ -78,53 +78,25 @@ def _faiss_params(items) -> dict:
 def run(args) -> int:
     import sys
 
-    from dpr_jax import storage
-    from dpr_jax.data.questions import read_questions
+    from dpr_jax.api import read_questions, search
+    from dpr_jax.commands.common import api_model_from_args
     from dpr_jax.distributed import initialize_from_args, is_main_process
-    from dpr_jax.index.retrieve import search_questions
-    from dpr_jax.index.runs import attach_passages, write_dpr_run, write_trec_run
-    from dpr_jax.index.store import read_meta
+    from dpr_jax.index.retrieve import passages_of_index
     from dpr_jax.storage import check_output_file
 
     initialize_from_args(args)
     faiss_params = _faiss_params(args.faiss_param)
-    passages = None
-    if is_main_process():  # only process 0 writes the run
+    if is_main_process():  # only process 0 writes the run; its mistakes are reported before the model loads
         check_output_file(args.out)
-        passages = None if args.trec else _passages_of(args.index, args.passages, read_meta(args.index))
+        if not args.trec:
+            passages_of_index(args.index, args.passages)
     questions = read_questions(args.questions, qrels=args.qrels)
-    loaded = load_model_from_args(args)
-    entries = search_questions(loaded, args.index, questions, args.k, batch_size=args.batch_size,
-                               max_length=args.max_length, dim=args.dim, exact=args.exact, ann=args.ann,
-                               nprobe=args.nprobe, ef_search=args.ef_search, faiss_params=faiss_params,
-                               rerank=args.rerank, approx_recall=args.approx_recall)
+    model = api_model_from_args(args, "question")
+    entries = search(model, args.index, questions, args.k, out=args.out, passages=args.passages, match=args.match,
+                     trec=args.trec, dim=args.dim, exact=args.exact, ann=args.ann, nprobe=args.nprobe, ef_search=args.ef_search, faiss_params=faiss_params,
+                     rerank=args.rerank, approx_recall=args.approx_recall)
     if not is_main_process():
         print("process 0 writes the run file", file=sys.stderr)
         return 0
-    if args.trec:
-        write_trec_run(args.out, entries)
-    else:
-        if passages and storage.as_path(passages).exists():
-            entries = attach_passages(entries, passages, match=args.match)
-        else:
-            print("note: passages file unknown; ctxs carry ids and scores only", file=sys.stderr)
-        write_dpr_run(args.out, entries)
     print(f"{args.out}: {len(entries)} questions x top-{args.k}", file=sys.stderr)
     return 0
-
-
-def _passages_of(index, explicit, meta):
-    """The passages file for titles/texts: --passages, else the index's own if it has not changed since."""
-    if explicit:
-        return explicit
-    from dpr_jax import storage
-
-    passages, recorded = meta.get("passages"), meta.get("passages_fingerprint")
-    if passages and recorded and storage.as_path(passages).is_file():
-        from dpr_jax.errors import DprJaxError
-
-        if storage.fingerprint(passages) != recorded:
-            raise DprJaxError(f"{passages} has changed since {index} was encoded from it, so its titles, texts "
-                              f"and has_answer would not be those of the indexed passages; re-encode, or pass "
-                              f"--passages to use the file as it is now")
-    return passages

@@ -42,11 +42,9 @@ def run(args) -> int:
     check_output_dir(args.workdir, "--workdir")
 
     initialize_from_args(args)  # before JAX touches a device
-    from dpr_jax.train.config import load_config
-    from dpr_jax.train.loop import train
+    from dpr_jax.api import train_model
 
-    config = load_config(args.config, args.extra)
-    result = train(config, args.workdir, progress=not args.no_progress)
+    result = train_model(args.config, args.workdir, overrides=args.extra, progress=not args.no_progress)
     from dpr_jax.distributed import is_main_process
 
     if is_main_process():

@@ -114,6 +114,53 @@ def _open_approximate(index: Index, ann, *, exact: bool, approx_recall, nprobe, 
     return approx
 
 
+class Searcher:
+    """An opened index and how it is searched: through its faiss index, or exactly with JAX.
+
+    Built once, before any question is encoded (a stale or mismatched faiss index, or faiss options
+    given for an index that has none, are errors up front); :meth:`search` then takes question
+    vectors already in ``index.dim`` coordinates. The options are :func:`dense_search`'s.
+    """
+
+    def __init__(self, index: Index, *, exact: bool = False, ann=None, nprobe: int | None = None,
+                 ef_search: int | None = None, faiss_params: dict | None = None, rerank: int | None = None,
+                 approx_recall: float | None = None, chunk_rows: int = 262_144, progress: bool = True):
+        self.index = index
+        self.approx = _open_approximate(index, ann, exact=exact, approx_recall=approx_recall, nprobe=nprobe,
+                                        ef_search=ef_search, faiss_params=faiss_params, rerank=rerank)
+        self.nprobe, self.ef_search, self.faiss_params, self.rerank = nprobe, ef_search, faiss_params, rerank
+        self.approx_recall, self.chunk_rows, self.progress = approx_recall, chunk_rows, progress
+
+    @property
+    def kind(self) -> str:
+        """``"exact"`` (JAX over the shards) or the faiss index's type (``hnsw``, ``ivf-pq``, ...)."""
+        return "exact" if self.approx is None else self.approx.kind
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[list[list[str]], list[np.ndarray]]:
+        """Top-``k`` passage ids and scores per question vector; a faiss search may give fewer than ``k``."""
+        index = self.index
+        if self.approx is None:
+            ids, scores = search_vectors(index, queries, k, chunk_rows=self.chunk_rows, progress=self.progress,
+                                         approx_recall=self.approx_recall)
+            return ids, list(scores)
+        if self.progress:
+            print(f"searching {self.approx.path} ({self.approx.kind}, approximate; --exact searches the shards "
+                  f"exactly)", file=sys.stderr)
+        k = min(k, index.count)
+        rerank = self.rerank
+        if rerank is not None and not k <= rerank:
+            raise DprJaxError(f"--rerank must be at least --k ({k}), got {rerank}")
+        scores, rows = self.approx.search(queries, rerank or k, nprobe=self.nprobe, ef_search=self.ef_search,
+                                          params=self.faiss_params)
+        if rerank:
+            from dpr_jax.index.ann import rerank_exact
+
+            scores, rows = rerank_exact(index, queries, rows, k)
+        ids = index.id_at(rows)  # the whole run at once: each shard's ids read once
+        kept = [int(n) for n in (rows >= 0).sum(axis=1)]  # -1 fillers (fewer hits from faiss) come last
+        return [row[:n] for row, n in zip(ids, kept)], [s[:n] for s, n in zip(scores, kept)]
+
+
 def dense_search(loaded, index_dir, questions: Sequence[str], k: int, *, batch_size: int = 128,
                  max_length: int = 64, chunk_rows: int = 262_144, progress: bool = True, dim: int | None = None,
                  exact: bool = False, ann=None, nprobe: int | None = None, ef_search: int | None = None,
@@ -134,28 +181,12 @@ def dense_search(loaded, index_dir, questions: Sequence[str], k: int, *, batch_s
     scored exactly as one process would score them.
     """
     index = open_index_for(loaded, index_dir, dim=dim, progress=progress)
-    approx = _open_approximate(index, ann, exact=exact, approx_recall=approx_recall, nprobe=nprobe,
-                               ef_search=ef_search, faiss_params=faiss_params, rerank=rerank)  # before encoding
+    searcher = Searcher(index, exact=exact, ann=ann, nprobe=nprobe, ef_search=ef_search, faiss_params=faiss_params,
+                        rerank=rerank, approx_recall=approx_recall, chunk_rows=chunk_rows,
+                        progress=progress)  # before encoding
     queries = encode_question_texts(loaded, questions, batch_size=batch_size, max_length=max_length,
                                     progress=progress, dim=index.dim)
-    if approx is None:
-        ids, scores = search_vectors(index, queries, k, chunk_rows=chunk_rows, progress=progress,
-                                     approx_recall=approx_recall)
-        return ids, list(scores)
-    if progress:
-        print(f"searching {approx.path} ({approx.kind}, approximate; --exact searches the shards exactly)",
-              file=sys.stderr)
-    k = min(k, index.count)
-    if rerank is not None and not k <= rerank:
-        raise DprJaxError(f"--rerank must be at least --k ({k}), got {rerank}")
-    scores, rows = approx.search(queries, rerank or k, nprobe=nprobe, ef_search=ef_search, params=faiss_params)
-    if rerank:
-        from dpr_jax.index.ann import rerank_exact
-
-        scores, rows = rerank_exact(index, queries, rows, k)
-    ids = index.id_at(rows)  # the whole run at once: each shard's ids read once
-    kept = [int(n) for n in (rows >= 0).sum(axis=1)]  # -1 fillers (fewer hits from faiss) come last
-    return [row[:n] for row, n in zip(ids, kept)], [s[:n] for s, n in zip(scores, kept)]
+    return searcher.search(queries, k)
 
 
 def search_questions(loaded, index_dir, questions: Sequence[Question], k: int, **kwargs) -> list[RunEntry]:
@@ -165,3 +196,20 @@ def search_questions(loaded, index_dir, questions: Sequence[Question], k: int, *
         RunEntry(q, [Hit(pid, float(s)) for pid, s in zip(row_ids, row_scores)])
         for q, row_ids, row_scores in zip(questions, ids, scores)
     ]
+
+
+def passages_of_index(index_dir, explicit=None):
+    """The passages file to take hits' titles and texts from: ``explicit``, else the one ``index_dir``
+    was encoded from if it has not changed since (None when unknown or gone)."""
+    if explicit:
+        return explicit
+    from dpr_jax.index.store import read_meta
+
+    meta = read_meta(index_dir)
+    passages, recorded = meta.get("passages"), meta.get("passages_fingerprint")
+    if passages and recorded and storage.as_path(passages).is_file():
+        if storage.fingerprint(passages) != recorded:
+            raise DprJaxError(f"{passages} has changed since {index_dir} was encoded from it, so its titles, texts "
+                              f"and has_answer would not be those of the indexed passages; re-encode, or pass "
+                              f"--passages to use the file as it is now")
+    return passages
