@@ -147,8 +147,7 @@ def encode_corpus(model: Model, passages, out_dir, *, dtype: str = "float16", di
     storage.check_output_dir(out_dir)
     model = _model(model)
     return encode(model.loaded, passages, out_dir, shard=shard, block_size=_positive(block_size, "block_size"),
-                  batch_size=model.batch_size, max_length=model.passage_max_length, out_dtype=dtype, dim=dim,
-                  progress=progress)
+                  out_dtype=dtype, dim=dim, progress=progress, encoder=model._encoder(model.passage_max_length))
 
 
 class DenseIndex:
@@ -285,8 +284,8 @@ def search(model: Model, index, questions, k: int = 100, *, out=None, passages=N
         if out is not None:
             storage.check_output_file(out)
         passages = None if trec else passages_of_index(index, passages)
-    entries = search_questions(model.loaded, index, _questions(questions, qrels), k, batch_size=model.batch_size,
-                               max_length=model.question_max_length, progress=progress, **index_options)
+    entries = search_questions(model.loaded, index, _questions(questions, qrels), k, progress=progress,
+                               encoder=model._encoder(model.question_max_length), **index_options)
     if not main:
         return entries
     if passages and storage.as_path(passages).exists():
@@ -385,6 +384,13 @@ def train_model(config, workdir, *, overrides: Sequence[str] | dict = (), progre
     return run_training(config, workdir, progress=progress)
 
 
+def training_metrics(workdir) -> list[dict]:
+    """The rows of a run's ``metrics.jsonl`` (``step``, ``loss``, ``lr``, ``accuracy``, eval top-k, ...), in order."""
+    from dpr_jax.models.run_dir import read_metrics
+
+    return read_metrics(workdir)
+
+
 def plot_training(workdir, out=None, **kwargs):
     """Loss, learning rate, accuracy and eval top-k over steps (``dpr-jax plot training``); returns the figure."""
     from dpr_jax import plots
@@ -397,9 +403,8 @@ def plot_embeddings(model: Model, questions, passages, out=None, **kwargs):
     from dpr_jax import plots
 
     model = _model(model)
-    kwargs.setdefault("max_length", model.passage_max_length)
-    kwargs.setdefault("batch_size", model.batch_size)
-    return plots.plot_embeddings(model.loaded, questions, passages, out, **kwargs)
+    encoder = model._encoder(kwargs.pop("max_length", model.passage_max_length))
+    return plots.plot_embeddings(model.loaded, questions, passages, out, encoder=encoder, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------

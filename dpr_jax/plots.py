@@ -151,19 +151,20 @@ def _as_passages(passages):
 
 def plot_embeddings(loaded, questions, passages, out=None, *, sample: int = 200, others: int = 100,
                     max_length: int = 256, batch_size: int = 64, seed: int = 0, title: str | None = None,
-                    dpi: int = 100, figsize: tuple[float, float] = (8.0, 7.0)):
+                    dpi: int = 100, figsize: tuple[float, float] = (8.0, 7.0), encoder=None):
     """Encode a sample with ``loaded`` and draw the questions and passages in the PCA plane.
 
     ``questions``/``passages``: file paths (any format :mod:`dpr_jax.data` reads) or sequences of
     :class:`~dpr_jax.data.records.Question` / :class:`~dpr_jax.data.records.Passage`. Returns the
-    figure; writes a PNG of ``figsize * dpi`` pixels to ``out`` when given.
+    figure; writes a PNG of ``figsize * dpi`` pixels to ``out`` when given. ``encoder``: a
+    :class:`~dpr_jax.index.encode.TextEncoder` of ``loaded`` to reuse (its compiled programs).
     """
     from matplotlib.collections import LineCollection
 
     from dpr_jax.index.encode import TextEncoder
 
     chosen = select_sample(_as_questions(questions), _as_passages(passages), sample=sample, others=others, seed=seed)
-    encoder = TextEncoder(loaded, batch_size=batch_size, max_length=max_length)
+    encoder = encoder or TextEncoder(loaded, batch_size=batch_size, max_length=max_length)
     q_vecs = encoder.encode_questions([q.question for q in chosen.questions])
     p_vecs = encoder.encode_passages([p.title for p in chosen.passages], [p.text for p in chosen.passages])
     coords, ratio = pca_2d(np.concatenate([q_vecs, p_vecs]))

@@ -135,12 +135,14 @@ def _blocks(passages: Iterable, block_size: int):
 
 def encode_corpus(loaded, passages_path, out_dir, *, shard: tuple[int, int] = (0, 1), block_size: int = 100_000,
                   batch_size: int = 64, max_length: int = 256, out_dtype: str = "float16",
-                  dim: int | None = None, progress: bool = True, mesh=None) -> dict:
+                  dim: int | None = None, progress: bool = True, mesh=None, encoder: TextEncoder | None = None) -> dict:
     """Encode ``passages_path`` into ``out_dir`` shards; returns a summary (count, shards written/skipped, meta or None).
 
     ``out_dtype``: how vectors are stored (:data:`dpr_jax.index.store.SUPPORTED_DTYPES`). ``dim``: keep
     only the first ``dim`` coordinates (Matryoshka truncation, :mod:`dpr_jax.index.truncate`);
-    ``meta.json`` then says ``dim`` = ``dim`` and ``model_dim`` = the model's width.
+    ``meta.json`` then says ``dim`` = ``dim`` and ``model_dim`` = the model's width. ``encoder``: a
+    :class:`TextEncoder` of ``loaded`` to reuse (its compiled programs; its batch size and max length
+    replace ``batch_size``/``max_length``), as the Python API's models keep one.
     """
     if out_dtype not in store.SUPPORTED_DTYPES:
         raise DprJaxError(f"--dtype must be one of {', '.join(store.SUPPORTED_DTYPES)}, not {out_dtype!r}")
@@ -157,7 +159,11 @@ def encode_corpus(loaded, passages_path, out_dir, *, shard: tuple[int, int] = (0
     first = next(blocks, None)
     if first is None:
         raise InputError(passages_path, "no passages in the file: nothing to encode")
-    encoder = TextEncoder(loaded, batch_size=batch_size, max_length=max_length, mesh=mesh)
+    if encoder is None:
+        encoder = TextEncoder(loaded, batch_size=batch_size, max_length=max_length, mesh=mesh)
+    elif encoder.loaded is not loaded:
+        raise ValueError("encoder belongs to another model")
+    max_length = encoder.max_length
     settings = {**loaded.describe(), "max_length": max_length, "dtype": out_dtype, "block_size": block_size,
                 "passages": str(_absolute_resolved(passages_path)),
                 "passages_fingerprint": storage.fingerprint(passages_path)}

@@ -32,10 +32,11 @@ from dpr_jax.mesh import make_local_mesh
 
 
 def encode_question_texts(loaded, texts: Sequence[str], *, batch_size: int = 128, max_length: int = 64,
-                          progress: bool = True, dim: int | None = None) -> np.ndarray:
+                          progress: bool = True, dim: int | None = None, encoder: TextEncoder | None = None) -> np.ndarray:
     """float32 question vectors with a progress bar; cut to their first ``dim`` coordinates if given
-    (re-normalised when the model normalises its vectors)."""
-    encoder = TextEncoder(loaded, batch_size=batch_size, max_length=max_length)
+    (re-normalised when the model normalises its vectors). ``encoder``: a :class:`TextEncoder` of
+    ``loaded`` to reuse (then its batch size and max length apply)."""
+    encoder = encoder or TextEncoder(loaded, batch_size=batch_size, max_length=max_length)
     with tqdm(total=len(texts), unit="q", desc="encode questions", disable=not progress, file=sys.stderr) as bar:
         vectors = encoder.encode_questions(texts, progress=bar.update)
     return vectors if dim is None else truncate_vectors(vectors, dim, bool(loaded.encoder_config.normalize))
@@ -164,14 +165,16 @@ class Searcher:
 def dense_search(loaded, index_dir, questions: Sequence[str], k: int, *, batch_size: int = 128,
                  max_length: int = 64, chunk_rows: int = 262_144, progress: bool = True, dim: int | None = None,
                  exact: bool = False, ann=None, nprobe: int | None = None, ef_search: int | None = None,
-                 faiss_params: dict | None = None, rerank: int | None = None, approx_recall: float | None = None) -> tuple[list[list[str]], list[np.ndarray]]:
+                 faiss_params: dict | None = None, rerank: int | None = None, approx_recall: float | None = None,
+                 encoder: TextEncoder | None = None) -> tuple[list[list[str]], list[np.ndarray]]:
     """Top-``k`` passage ids and scores for each question, with a loaded model.
 
     ``ann``: a faiss index file to search (default ``INDEX/ann.faiss`` when it exists), with
     ``nprobe`` / ``ef_search`` / ``faiss_params`` (any faiss ``ParameterSpace`` setting) and ``rerank``
     K (re-score its top K exactly from the shards: :func:`~dpr_jax.index.ann.rerank_exact`); ``exact`` (or ``approx_recall``, an option of the JAX path) searches
     the shards with JAX instead. ``dim``: compare in the first ``dim`` coordinates. A question may
-    get fewer than ``k`` hits from an approximate index (its lists are shorter).
+    get fewer than ``k`` hits from an approximate index (its lists are shorter). ``encoder``: see
+    :func:`encode_question_texts`.
 
     In a multi-process run (``jax.process_count() > 1``) every process encodes all the questions
     and scores its own part of the index (:func:`search_vectors`); all of them return the merged
@@ -185,7 +188,7 @@ def dense_search(loaded, index_dir, questions: Sequence[str], k: int, *, batch_s
                         rerank=rerank, approx_recall=approx_recall, chunk_rows=chunk_rows,
                         progress=progress)  # before encoding
     queries = encode_question_texts(loaded, questions, batch_size=batch_size, max_length=max_length,
-                                    progress=progress, dim=index.dim)
+                                    progress=progress, dim=index.dim, encoder=encoder)
     return searcher.search(queries, k)
 
 
