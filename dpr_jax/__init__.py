@@ -21,7 +21,7 @@ Layers, lowest first; a module imports only from its own layer or lower ones (ch
 6. ``train``: config, set-up, the objective (in-batch loss, distillation, Matryoshka), the sharded
    step, GradCache, optimizer, loop;
 7. ``plots``;
-8. ``api``: the Python API (``load_model``, ``encode_corpus``, ``open_index``, ``search``, ``train``,
+8. ``api``: the Python API (``load_model``, ``encode_corpus``, ``open_index``, ``search``, ``train_model``,
    ``evaluate``, plots), re-exported here lazily;
 9. ``commands`` (one module per ``dpr-jax`` subcommand), ``quickstart`` (commands in sequence), ``cli``.
 """
