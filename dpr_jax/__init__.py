@@ -31,7 +31,8 @@ __version__ = "0.1.0"
 # The Python API (dpr_jax/api.py), importable from here. Loaded on first use, so `import dpr_jax` (and
 # with it `dpr-jax --help`) stays free of JAX; see tests/test_api.py.
 _API = ("Model", "DenseIndex", "load_model", "encode_corpus", "open_index", "build_index", "search", "evaluate",
-        "train_model", "training_metrics", "plot_training", "plot_embeddings", "prepare_squad", "read_passages", "read_questions")
+        "train_model", "training_metrics", "plot_training", "plot_embeddings", "prepare_squad", "read_passages",
+        "read_questions")
 __all__ = [*_API, "DprJaxError", "__version__"]
 
 

@@ -411,11 +411,12 @@ def plot_embeddings(model: Model, questions, passages, out=None, **kwargs):
 # data
 
 
-def prepare_squad(squad_file=None, out_dir="data/squad", *, eval_articles=None) -> dict:
+def prepare_squad(squad_file=None, out_dir="data/squad", *, eval_articles=None, **options) -> dict:
     """SQuAD v1.1 -> ``passages.jsonl``, ``train.jsonl``, ``eval.jsonl`` split by article (``dpr-jax data squad``).
 
     ``squad_file`` defaults to the shared SQuAD dev set (:func:`dpr_jax.settings.squad_dev_path`).
-    Returns the split's description (article lists, counts).
+    ``options``: :func:`dpr_jax.data.squad.prepare_squad`'s (``dev_articles``, ``heldout_articles``,
+    ``seed``). Returns the split's description (article lists, counts).
     """
     from dpr_jax import settings
     from dpr_jax.data import squad
@@ -423,7 +424,7 @@ def prepare_squad(squad_file=None, out_dir="data/squad", *, eval_articles=None) 
     path = squad_file or settings.squad_dev_path()
     if not storage.as_path(path).is_file():
         raise DprJaxError(f"{path}: no SQuAD file there (dpr-jax data squad --fetch downloads it)")
-    return squad.prepare_squad(path, out_dir, eval_articles or squad.DEFAULT_EVAL_ARTICLES)
+    return squad.prepare_squad(path, out_dir, eval_articles or squad.DEFAULT_EVAL_ARTICLES, **options)
 
 
 def read_passages(path) -> list:
