@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+
+import pytest
 from pathlib import Path
 
 from distributed_worker import REPO
@@ -36,6 +38,7 @@ def test_refuses_to_run_on_cpu(tmp_path):
     assert not (tmp_path / "w").exists()  # nothing started
 
 
+@pytest.mark.long  # `bench/accelerator_suite.sh --dry-run` is this run; 4 min on 2 loaded cores
 def test_dry_run_runs_every_stage(tmp_path):
     work, out = tmp_path / "work", tmp_path / "out"
     result = subprocess.run(["bash", str(SCRIPT), "--dry-run", "--work", str(work), "--out-dir", str(out)],

@@ -11,6 +11,7 @@ import pytest
 
 
 @pytest.mark.slow
+@pytest.mark.long  # the quickstart itself runs this step (and prints its peak RSS per stage)
 def test_quickstart_training_step_plans_under_1_gib(tmp_path, minilm_dir):
     import jax
 

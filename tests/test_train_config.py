@@ -82,7 +82,7 @@ def test_squad_and_tiny_configs():
 def test_shipped_configs_by_name_and_files_by_path(tmp_path, monkeypatch):
     from dpr_jax.train.config import resolve_config, shipped_configs
 
-    assert shipped_configs() == ["nq", "squad", "tiny"]
+    assert shipped_configs() == ["ict", "nq", "spar_lambda", "squad", "squad_cpu", "tiny"]
     monkeypatch.chdir(tmp_path)  # no configs/ here: names still resolve, to the shipped files
     assert resolve_config("squad").samefile(CONFIGS / "squad.py")
     assert load_config("tiny") == load_config(CONFIGS / "tiny.py")
