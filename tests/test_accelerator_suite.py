@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
-from pathlib import Path
 
 from distributed_worker import REPO
 from test_launch import assert_strict_and_shellcheck_clean
