@@ -141,7 +141,7 @@ def test_installed_wheel_resolves_shipped_configs_and_trains(installed, tmp_path
                                    "def get_config():\n    c = base_config()\n    c.train.batch_size = 3\n    return c\n")
     bad = subprocess.run([str(cli), "train", "--config", "configs/tiny.py", "--workdir", "w"], cwd=run_dir, env=env,
                          capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "nq, squad, tiny" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "nq, spar_lambda, squad, squad_cpu, tiny" in bad.stderr and "Traceback" not in bad.stderr
     path_ok = subprocess.run([str(python), "-c", "from dpr_jax.train.config import load_config; "
                               "print(load_config('my.py').train.batch_size)"],
                              cwd=run_dir, env=env, capture_output=True, text=True, timeout=120)

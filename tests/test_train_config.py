@@ -91,8 +91,8 @@ def test_shipped_configs_by_name_and_files_by_path(tmp_path, monkeypatch):
     (tmp_path / "mine.py").write_text("from dpr_jax.train.config import base_config\n"
                                       "def get_config():\n    c = base_config()\n    c.seed = 7\n    return c\n")
     assert load_config("mine.py").seed == 7
-    with pytest.raises(DprJaxError, match="configs/tiny.py does not exist.*nq, squad, tiny.*--config nq"):
+    with pytest.raises(DprJaxError, match="configs/tiny.py does not exist.*nq, spar_lambda, squad, squad_cpu, tiny.*--config squad"):
         load_config("configs/tiny.py")
-    with pytest.raises(DprJaxError, match="no shipped config.*shipped: nq, squad, tiny"):
+    with pytest.raises(DprJaxError, match="no shipped config.*shipped: ict, nq, spar_lambda, squad, squad_cpu, tiny"):
         load_config("tinyy")
     assert str(resolve_config("gs://bucket/configs/x.py")) == "gs://bucket/configs/x.py"  # a URL is a file

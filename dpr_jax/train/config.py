@@ -236,7 +236,8 @@ def resolve_config(spec):
             return shipped
         raise DprJaxError(f"no config file {text!r} and no shipped config of that name "
                           f"(shipped: {', '.join(names) or 'none found'})")
-    hint = f"; or give a shipped config by name: {', '.join(names)} (e.g. --config {names[0]})" if names else ""
+    example = "squad" if "squad" in names else names[0] if names else ""
+    hint = f"; or give a shipped config by name: {', '.join(names)} (e.g. --config {example})" if names else ""
     raise DprJaxError(f"config file {text} does not exist{hint}")
 
 
