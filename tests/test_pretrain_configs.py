@@ -40,7 +40,7 @@ def _rows(workdir):
     return [json.loads(line) for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("unit", ["sentence", "crop"])
+@pytest.mark.parametrize("unit", [pytest.param("sentence", marks=pytest.mark.long), "crop"])  # one unit in CI
 def test_ict_config_pretrains_on_corpus_records_and_a_fine_tune_starts_from_it(unit, passages, minilm_dir, tmp_path):
     from dpr_jax.models.loading import load_model
     from dpr_jax.train.config import load_config

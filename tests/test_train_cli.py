@@ -142,6 +142,7 @@ def test_two_processes_with_two_devices_each_equal_one_process_with_four(tmp_pat
 
 
 @pytest.mark.slow
+@pytest.mark.long  # test_packaging trains the shipped tiny config from a wheel; launch/local.sh runs it too
 def test_shipped_tiny_config_runs_on_squad_and_saves_checkpoints(tmp_path, squad_dev_file):
     """configs/tiny.py as shipped (fewer steps): prepares SQuAD into the workdir, trains, evaluates, saves."""
     workdir = tmp_path / "tiny"
