@@ -80,11 +80,12 @@ def _run(argv: list[str], done: Path | None) -> None:
           file=sys.stderr, flush=True)
 
 
-def _dense(model: str, data, work, name: str, max_length: int):
+def _dense(model: str, data, work, name: str, max_length: int, questions: str = "eval.jsonl"):
+    """``encode`` the passages of ``data`` with ``model``, then ``search`` its ``questions``; returns the run."""
     index, run = work / "index" / name, work / "runs" / f"{name}.json"
     _run(["encode", "--model", model, "--passages", str(data / "passages.jsonl"), "--out", str(index),
           "--max-length", str(max_length)], index / "meta.json")
-    _run(["search", "--model", model, "--index", str(index), "--questions", str(data / "eval.jsonl"),
+    _run(["search", "--model", model, "--index", str(index), "--questions", str(data / questions),
           "--k", "100", "--out", str(run)], run)
     return run
 
@@ -219,12 +220,7 @@ def run_best(workdir="runs/quickstart-best", squad: str | None = None, train_ste
     for tag, name, model in (("zeroshot", "dense, zero-shot MiniLM", MODEL), ("finetuned", "dense, DPR fine-tuned",
                                                                              str(dpr)),
                              ("concat", "dense, DPR ⊕ Λ (one index)", str(concat))):
-        index, run = work / "index" / f"heldout-{tag}", runs / f"heldout-{tag}.json"
-        _run(["encode", "--model", model, "--passages", str(heldout / "passages.jsonl"), "--out", str(index),
-              "--max-length", str(passage_max_length)], index / "meta.json")
-        _run(["search", "--model", model, "--index", str(index), "--questions", str(heldout / "questions.jsonl"),
-              "--k", "100", "--out", str(run)], run)
-        heldout_runs[name] = run
+        heldout_runs[name] = _dense(model, heldout, work, f"heldout-{tag}", passage_max_length, "questions.jsonl")
 
     results = {name: evaluate_run(read_run(path), ks=KS) for name, path in methods.items()}
     heldout_results = {name: evaluate_run(read_run(path), ks=KS) for name, path in heldout_runs.items()}
