@@ -85,6 +85,11 @@ _MAX_ROWS = 2**31 - 1
 # ---------------------------------------------------------------- jitted steps
 
 
+def _round_up(n: int, multiple: int) -> int:
+    """The smallest multiple of ``multiple`` that is >= ``n`` (block, chunk and batch sizes)."""
+    return -(-int(n) // multiple) * multiple
+
+
 def _merge(run_v, run_i, v, i, k):
     """Top-k of the running list and a new candidate list (running first, so earlier rows win ties)."""
     all_v = jnp.concatenate([run_v, v], axis=1)
@@ -353,7 +358,7 @@ def exact_search(
         raise DprJaxError(f"queries have dim {dim} but the index at {chunks.directory} has dim {chunks.dim}")
 
     n_dev = 1 if mesh is None or engine == "blas" else mesh.devices.size
-    chunk_rows = -(-chunk_rows // n_dev) * n_dev
+    chunk_rows = _round_up(chunk_rows, n_dev)
     total = _corpus_rows(chunks)
     start, stop = 0, None
     if row_range is not None:
@@ -364,10 +369,10 @@ def exact_search(
             raise DprJaxError(f"row range {start}-{stop} is not within the corpus's {total} rows")
         total = stop - start
     if total is not None:  # no point in a block bigger than the corpus (one compile, less padding)
-        chunk_rows = min(chunk_rows, max(n_dev, -(-total // n_dev) * n_dev))
+        chunk_rows = min(chunk_rows, max(n_dev, _round_up(total, n_dev)))
     if engine == "blas":  # reads of chunk_rows, scored in blocks of at most BLAS_BLOCK_ROWS
-        block_rows = min(-(-chunk_rows // GROUP) * GROUP, BLAS_BLOCK_ROWS)
-        chunk_rows = -(-chunk_rows // block_rows) * block_rows
+        block_rows = min(_round_up(chunk_rows, GROUP), BLAS_BLOCK_ROWS)
+        chunk_rows = _round_up(chunk_rows, block_rows)
 
     bar = None
     if progress:
@@ -439,7 +444,7 @@ def _xla_topk(queries, blocks, k, *, mesh, chunk_rows, query_batch, compute_dtyp
     # Query batches of (nearly) equal size, grouped in waves of ``batches_per_step`` per jitted call.
     n_batches = -(-num_q // query_batch)
     wave = min(batches_per_step, n_batches)
-    n_batches = -(-n_batches // wave) * wave
+    n_batches = _round_up(n_batches, wave)
     qb = -(-num_q // n_batches)
     q_pad = np.zeros((n_batches * qb, dim), dtype=np.float32)
     q_pad[:num_q] = queries
