@@ -15,13 +15,15 @@ environment describes a multi-process run and does nothing for a plain single-pr
 
 Afterwards the mesh of :mod:`dpr_jax.mesh` spans every device of every process. Only process 0
 writes logs and summaries (:func:`is_main_process`); sharded encoding and data loading give each
-process a contiguous share of a global list (:func:`process_slice`); :func:`sync` is a barrier.
+process a contiguous share of a global list (:func:`process_slice`); :func:`sync` is a barrier;
+:func:`allgather_json` shows every process what each found (statistics of its share, its first error).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import sys
 
@@ -219,3 +221,25 @@ def sync(name: str) -> None:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices(name)
+
+
+def allgather_json(value) -> list:
+    """Every process's JSON-serialisable ``value``, in process order (``[value]`` for one process).
+
+    Also a barrier. For small things that each process finds on its own and all must agree on: the
+    statistics of its share of the training file, the first bad record it met. Two collectives:
+    the encoded sizes, then the encodings padded to the largest.
+    """
+    import jax
+
+    encoded = json.dumps(value, ensure_ascii=False).encode("utf-8")
+    if jax.process_count() == 1:
+        return [json.loads(encoded)]  # the same round trip as with many processes (tuples become lists)
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    sizes = np.asarray(multihost_utils.process_allgather(np.array([len(encoded)], np.int32))).reshape(-1)
+    padded = np.zeros(int(sizes.max()), np.uint8)
+    padded[:len(encoded)] = np.frombuffer(encoded, np.uint8)
+    gathered = np.asarray(multihost_utils.process_allgather(padded)).reshape(len(sizes), -1)
+    return [json.loads(gathered[i, :int(n)].tobytes()) for i, n in enumerate(sizes)]

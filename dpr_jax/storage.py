@@ -233,6 +233,18 @@ def open_read(path, mode: str = "rb") -> IO:
     return f if mode == "rb" else io.TextIOWrapper(f, encoding="utf-8")
 
 
+def open_random_access(path, block_size: int = 1 << 20) -> IO[bytes]:
+    """Open a local file or an object for seeking and reading short ranges (never gunzipped).
+
+    Unlike :func:`open_read`'s 16 MiB streaming reads, an object is read in ``block_size`` ranges,
+    so looking up one line of a training file (:mod:`dpr_jax.data.lazy_records`) does not fetch
+    16 MiB. A missing file is an :class:`InputError`.
+    """
+    p = as_path(path)
+    with _input_errors(p, "a file"):
+        return _open_raw(p, "rb", block_size=block_size) if is_remote(p) else open(p, "rb")
+
+
 def file_size(path) -> int:
     """Size in bytes of the file or object ``path`` (an :class:`InputError` when it is missing)."""
     p = as_path(path)

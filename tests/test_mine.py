@@ -221,8 +221,8 @@ def test_mine_command_bm25_writes_teacher_scores(squad_files, tmp_path, capsys):
     assert outside_top >= 3  # the rule for positives the ranking did not reach was exercised
     assert records[-1].positive_scores == ()  # not in the corpus: no BM25 score
     # the mined file is distillation-ready but for that record, which train refuses by name
-    no_positive, _ = TrainBatches(records, None, BatchSpec(global_batch_size=8, hard_negatives=2)).teacher_score_gaps()
-    assert no_positive == [records[-1]]
+    stats = TrainBatches(records, None, BatchSpec(global_batch_size=8, hard_negatives=2)).stats
+    assert (stats.no_positive_score, stats.first_no_positive_score) == (1, records[-1].source)
 
 
 def test_mine_command_dense(squad_files, minilm_dir, tmp_path):

@@ -158,8 +158,7 @@ def test_cli_records_feed_the_trainer_with_teacher_scores(corpus, tmp_path, mini
     assert batch["passages"]["input_ids"].shape == (8, 4, 64)
     assert np.isfinite(batch["teacher_scores"]).all()  # BM25 scored every positive and negative
     assert (batch["teacher_scores"][:, 0] >= batch["teacher_scores"][:, 1:].max(axis=1)).all()
-    no_positive, partly = batches.teacher_score_gaps()
-    assert not no_positive and partly == 0
+    assert batches.stats.no_positive_score == 0 and batches.stats.partly_scored == 0
 
 
 def test_cli_refuses_removal_with_bm25_labels(corpus, tmp_path, capsys):

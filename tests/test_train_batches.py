@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -67,22 +69,29 @@ def test_process_slices_concatenate_to_the_global_batch(tokenizer):
     assert np.array_equal(whole["passage_ids"], np.concatenate([p["passage_ids"] for p in parts]))
 
 
-def test_negatives_come_from_hard_then_negatives_then_the_pool(tokenizer):
+def test_negatives_come_from_hard_then_negatives_then_random_records(tokenizer):
+    # Random passages are the first positive of a uniformly drawn record (before host-local reading
+    # they were drawn from a pool of every distinct passage, which needed the whole file on every host).
     records = _records()
     batches = TrainBatches(records, tokenizer, _spec(shuffle=False, hard_negatives=2, random_negatives=1))
     assert batches.group_size == 4
-    pool_ids = {p.id for r in records for p in (*r.positives, *r.negatives, *r.hard_negatives)}
+    first_positives = {r.positives[0].id for r in records}
+    drawn = []
     for row, ex in enumerate(batches.examples(0)):  # records 0..3 in order
         i = row
         ids = [p.id for p in ex.passages]
         assert ids[0] == f"p{i}"  # first positive (shuffle_positives off)
         if i % 3 == 0:
             assert ids[1:3] == [f"p{200 + i}", f"p{300 + i}"]
+            drawn += ids[3:]
         elif i % 3 == 1:
-            assert ids[1] == f"p{400 + i}" and ids[2] in pool_ids
+            assert ids[1] == f"p{400 + i}"
+            drawn += ids[2:]
         else:
-            assert ids[1] in pool_ids and ids[2] in pool_ids
-        assert ids[3] in pool_ids  # the random negative
+            drawn += ids[1:]
+    assert set(drawn) <= first_positives  # the fallbacks and the random negative
+    all_drawn = {p.id for s in range(20) for e in batches.examples(s) for p in e.passages[3:]}
+    assert all_drawn == first_positives  # every record can be drawn
 
 
 def test_shuffle_positives_picks_among_the_positives(tokenizer):
@@ -170,11 +179,29 @@ def test_teacher_scores_and_gold_ids_travel_with_the_group(tokenizer):
 
 def test_teacher_score_gaps_follow_the_sampler(tokenizer):
     records = _scored()
-    no_pos, partly = TrainBatches(records, tokenizer, _spec(hard_negatives=2)).teacher_score_gaps()
-    assert no_pos == [] and partly == 1  # record 1's unscored hard negative can be drawn
-    assert TrainBatches(records, tokenizer, _spec(hard_negatives=1, shuffle=False)).teacher_score_gaps() == ([], 0)
-    assert TrainBatches(records, tokenizer, _spec(hard_negatives=3)).teacher_score_gaps()[1] == 6  # pool fallback
-    assert TrainBatches(records, tokenizer, _spec(hard_negatives=1, random_negatives=1)).teacher_score_gaps()[1] == 6
+    stats = lambda **kw: TrainBatches(records, tokenizer, _spec(**kw)).stats  # noqa: E731
+    assert (stats(hard_negatives=2).no_positive_score, stats(hard_negatives=2).partly_scored) == (0, 1)  # record 1
+    assert stats(hard_negatives=1, shuffle=False).partly_scored == 0
+    assert stats(hard_negatives=3).partly_scored == 6  # random fallback
+    assert stats(hard_negatives=1, random_negatives=1).partly_scored == 6
+    assert not stats().placeholder_scores_only and stats().max_positives == 2
     unscored = _records()
-    no_pos, _ = TrainBatches(unscored, tokenizer, _spec()).teacher_score_gaps()
-    assert no_pos == unscored
+    s = TrainBatches(unscored, tokenizer, _spec()).stats
+    assert (s.no_positive_score, s.first_no_positive_score) == (len(unscored), unscored[0].source)
+
+
+def test_record_stats_merged_from_shares_equal_the_whole(tokenizer):
+    """What a multi-host run does: statistics per contiguous share, merged in order."""
+    from dpr_jax.data.batches import RecordStats
+
+    records = [*_records(5), *_scored(6), *_records(4)]
+    records = [dataclasses.replace(r, source=f"f:{i}") for i, r in enumerate(records)]
+    for spec in (_spec(), _spec(hard_negatives=1, shuffle=False), _spec(shuffle_positives=True)):
+        whole = RecordStats.of(records, spec)
+        for cut in ((0, 3, 15), (0, 7, 9, 15), (0, 0, 15)):
+            parts = [RecordStats.of(records[a:b], spec) for a, b in zip(cut, cut[1:])]
+            assert RecordStats.merge(parts) == whole
+    placeholder = [dataclasses.replace(r, positive_scores=(1000.0,) * len(r.positives)) for r in _records(6)]
+    assert RecordStats.of(placeholder, _spec()).placeholder_scores_only
+    assert RecordStats.merge([RecordStats.of(placeholder[:3], _spec()), RecordStats.of(placeholder[3:], _spec())]
+                             ).placeholder_scores_only

@@ -12,9 +12,20 @@ Each question gets a group of ``G = 1 + hard_negatives + random_negatives`` pass
 
 * the positive: the first of ``positives`` (or a random one with ``shuffle_positives``);
 * ``hard_negatives`` taken from the record's ``hard_negatives`` (shuffled when ``shuffle``), falling
-  back to its ``negatives`` and, when a record has too few of either, to random passages of the
-  training pool (every distinct passage that appears in the training records) so shapes stay fixed;
-* ``random_negatives`` passages drawn from the same pool.
+  back to its ``negatives`` and, when a record has too few of either, to random passages so shapes
+  stay fixed;
+* ``random_negatives`` random passages.
+
+A random passage is the first positive of a record drawn uniformly from all training records
+(with the same ``(seed, s, row)`` generator). Until issue 8 it was drawn uniformly from every
+distinct passage of the file, a pool that every host had to build by reading the whole file; the
+new rule needs only the drawn record, so it is the same whether one process or many build the
+batch, and no host holds the file (:mod:`dpr_jax.data.host_local`).
+
+The records may be a list or a lazy sequence (:class:`~dpr_jax.data.lazy_records.LazyRecords`):
+only the records of the rows a process builds (and those its random passages come from) are read.
+What must be known about *all* records - the most positives any has, where teacher scores are
+missing - is a :class:`RecordStats`, which a multi-host run gathers share by share.
 
 Two more arrays travel with each batch, for the loss (:mod:`dpr_jax.train.loss`):
 
@@ -23,8 +34,8 @@ Two more arrays travel with each batch, for the loss (:mod:`dpr_jax.train.loss`)
   shorter list is padded by repeating its sampled positive), so the loss can remove a question's
   gold passages wherever else they appear in the batch (false-negative masking);
 * ``teacher_scores [b, G]`` float32: each group passage's teacher score from its record's ctx
-  ``score`` (:class:`~dpr_jax.data.records.TrainRecord`), NaN where there is none. Passages drawn
-  from the pool have no teacher score for this question, so they are always NaN.
+  ``score`` (:class:`~dpr_jax.data.records.TrainRecord`), NaN where there is none. Random
+  passages have no teacher score for this question, so they are always NaN.
 """
 
 from __future__ import annotations
@@ -84,10 +95,65 @@ class Example:
     gold: tuple[Passage, ...] = ()
 
 
-class TrainBatches:
-    """Deterministic training batches over a list of records (see the module docstring)."""
+@dataclasses.dataclass
+class RecordStats:
+    """What the batches and the loss checks must know about *all* training records.
 
-    def __init__(self, records: Sequence[TrainRecord], tokenizer, spec: BatchSpec):
+    Computed record by record (:meth:`add`), so each process of a multi-host run can compute it
+    over its share of the file and the shares can be merged (:meth:`merge`, in process order)
+    without any host reading every record. The teacher-score counts follow the sampler's rules
+    (``spec``): which positives and negatives a record's groups can draw.
+    """
+
+    records: int = 0
+    max_positives: int = 0
+    no_positive_score: int = 0  # records whose drawable positive has no teacher score
+    first_no_positive_score: str = ""  # the first such record's source
+    partly_scored: int = 0  # records whose groups can hold a negative without a teacher score
+    placeholder_scores_only: bool = True  # every positive score is 1000 (DPR's placeholder), none missing
+
+    def add(self, r: TrainRecord, spec: BatchSpec) -> None:
+        self.records += 1
+        self.max_positives = max(self.max_positives, len(r.positives))
+        pos = r.scores("positives")
+        if any(s is None for s in (pos if spec.shuffle_positives and spec.shuffle else pos[:1])):
+            if not self.no_positive_score:
+                self.first_no_positive_score = r.source
+            self.no_positive_score += 1
+        seq = list(r.scores("hard_negatives"))
+        if len(seq) < spec.hard_negatives:
+            seq += r.scores("negatives")
+        drawable = seq if spec.shuffle else seq[:spec.hard_negatives]
+        if spec.random_negatives or len(seq) < spec.hard_negatives or any(s is None for s in drawable):
+            self.partly_scored += 1
+        self.placeholder_scores_only = self.placeholder_scores_only and all(s == 1000.0 for s in pos)
+
+    @classmethod
+    def of(cls, records, spec: BatchSpec) -> "RecordStats":
+        stats = cls()
+        for r in records:
+            stats.add(r, spec)
+        return stats
+
+    @classmethod
+    def merge(cls, parts: Sequence["RecordStats"]) -> "RecordStats":
+        """The statistics of the concatenated shares (``parts`` in share order)."""
+        first = next((p.first_no_positive_score for p in parts if p.no_positive_score), "")
+        return cls(records=sum(p.records for p in parts), max_positives=max((p.max_positives for p in parts), default=0),
+                   no_positive_score=sum(p.no_positive_score for p in parts), first_no_positive_score=first,
+                   partly_scored=sum(p.partly_scored for p in parts),
+                   placeholder_scores_only=all(p.placeholder_scores_only for p in parts))
+
+
+class TrainBatches:
+    """Deterministic training batches over a sequence of records (see the module docstring).
+
+    ``stats`` are the records' :class:`RecordStats` for ``spec``; computed here (reading every
+    record) when not given.
+    """
+
+    def __init__(self, records: Sequence[TrainRecord], tokenizer, spec: BatchSpec,
+                 stats: RecordStats | None = None):
         if spec.global_batch_size < 1:
             raise DprJaxError(f"batch size must be positive, got {spec.global_batch_size}")
         if spec.hard_negatives < 0 or spec.random_negatives < 0:
@@ -95,16 +161,14 @@ class TrainBatches:
         if len(records) < spec.global_batch_size:
             raise DprJaxError(f"{len(records)} training records are fewer than one global batch "
                               f"({spec.global_batch_size}); lower the batch size")
-        self.records = list(records)
+        self.records = records
         self.tokenizer = tokenizer
         self.spec = spec
         self.steps_per_epoch = len(self.records) // spec.global_batch_size
-        pool: dict[str, Passage] = {}
-        for r in self.records:
-            for p in (*r.positives, *r.hard_negatives, *r.negatives):
-                pool.setdefault(passage_key(p), p)
-        self.pool = list(pool.values())
-        self.max_positives = max(len(r.positives) for r in self.records)
+        self.stats = RecordStats.of(records, spec) if stats is None else stats
+        if self.stats.records != len(records):
+            raise ValueError(f"statistics of {self.stats.records} records given for {len(records)} records")
+        self.max_positives = self.stats.max_positives
         self._perm_cache: tuple[int, np.ndarray] | None = None
 
     @property
@@ -146,30 +210,9 @@ class TrainBatches:
             chosen += [(candidates[i], nan(scores[i])) for i in order][:spec.hard_negatives + 1 - len(chosen)]
         missing = spec.hard_negatives + 1 - len(chosen) + spec.random_negatives
         if missing:
-            chosen += [(self.pool[i], math.nan) for i in rng.integers(len(self.pool), size=missing)]
+            chosen += [(self.records[int(i)].positives[0], math.nan)
+                       for i in rng.integers(len(self.records), size=missing)]
         return Example(record.question, tuple(p for p, _ in chosen), tuple(s for _, s in chosen), positives)
-
-    def teacher_score_gaps(self) -> tuple[list[TrainRecord], int]:
-        """Where the distillation losses would lack teacher scores, found before training starts.
-
-        Returns ``(records whose drawable positive has no score, number of records whose groups can
-        hold a negative without one)``: a ctx without ``score``, a pool fallback (a record with
-        fewer negatives than ``hard_negatives``) or a random negative. The sampler's rules decide
-        what is drawable: any of the lists with ``shuffle``, their first entries without.
-        """
-        spec = self.spec
-        no_positive, partly = [], 0
-        for r in self.records:
-            pos = r.scores("positives")
-            if any(s is None for s in (pos if spec.shuffle_positives and spec.shuffle else pos[:1])):
-                no_positive.append(r)
-            seq = list(r.scores("hard_negatives"))
-            if len(seq) < spec.hard_negatives:
-                seq += r.scores("negatives")
-            drawable = seq if spec.shuffle else seq[:spec.hard_negatives]
-            if spec.random_negatives or len(seq) < spec.hard_negatives or any(s is None for s in drawable):
-                partly += 1
-        return no_positive, partly
 
     def examples(self, step: int, rows: slice | None = None) -> list[Example]:
         rows = range(self.spec.global_batch_size)[rows or slice(None)]

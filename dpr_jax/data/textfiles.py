@@ -65,7 +65,7 @@ _UTF8_BOM = b"\xef\xbb\xbf"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
-def _strip_bom(path, first: bytes) -> bytes:
+def strip_bom(path, first: bytes) -> bytes:
     """The file's first bytes without a UTF-8 byte-order mark; UTF-16 is refused with a clear message."""
     if first.startswith(_UTF8_BOM):
         return first[len(_UTF8_BOM):]
@@ -92,7 +92,7 @@ def iter_text_lines(path) -> Iterator[str]:
                 return
             lineno += 1
             if lineno == 1:
-                raw = _strip_bom(path, raw)
+                raw = strip_bom(path, raw)
             try:
                 yield raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -106,7 +106,7 @@ def read_text(path) -> str:
             data = f.read()
         except (OSError, EOFError, gzip.BadGzipFile) as e:
             raise InputError(path, f"cannot read: {e}") from None
-    data = _strip_bom(path, data)
+    data = strip_bom(path, data)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -147,7 +147,7 @@ def head_text(path, size: int = 4096) -> str:
             data = f.read(size)
         except (OSError, EOFError, gzip.BadGzipFile) as e:
             raise InputError(path, f"cannot read: {e}") from None
-    return _strip_bom(path, data).decode("utf-8", errors="ignore")
+    return strip_bom(path, data).decode("utf-8", errors="ignore")
 
 
 def first_nonblank_line(path) -> str:
@@ -221,7 +221,7 @@ def iter_tsv_rows(path) -> Iterator[tuple[int, list[str]]]:
             yield line, row
 
 
-def _is_json_array(path) -> bool:
+def is_json_array(path) -> bool:
     """True when the file's first non-whitespace character is ``[`` (one JSON array)."""
     for line in iter_text_lines(path):
         if line.strip():
@@ -237,7 +237,7 @@ def iter_json_records(path) -> Iterator[tuple[int, object]]:
     decides whether to stop); a broken JSON array raises, since nothing after the break can be
     trusted. Blank JSONL lines are skipped.
     """
-    if _is_json_array(path):
+    if is_json_array(path):
         yield from _iter_json_array(path)
     else:
         yield from iter_json_lines(path)
@@ -300,4 +300,4 @@ def _iter_json_array(path) -> Iterator[tuple[int, object]]:
 
 __all__ = ["JSON_ERRORS", "Problem", "base_suffix", "count_lines", "estimate_lines", "first_nonblank_line",
            "head_text", "iter_json_lines", "iter_json_records", "iter_text_lines", "iter_tsv_rows", "parse_json",
-           "read_json", "read_text"]
+           "is_json_array", "read_json", "read_text", "strip_bom"]

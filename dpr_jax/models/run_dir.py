@@ -16,6 +16,8 @@ Layout::
                               (fewer than log_every after a resume or at the end)
     DIR/skipped_records.txt   bad training records skipped with data.on_error="skip", one per line
     DIR/data/                 the SQuAD split, when the run prepared it itself
+    DIR/data-index/           the line index of the training file (and a JSON-lines copy of a JSON
+                              array or .gz file), built once by process 0 and read by every host
 
 This module is the only one that names these files. The trainer writes them (through the helpers
 here), :func:`dpr_jax.models.loading.load_model` reads a run back as a model, ``export`` and
@@ -41,6 +43,7 @@ CARRIED_FILE = "carried.safetensors"
 METRICS_FILE = "metrics.jsonl"
 SKIPPED_FILE = "skipped_records.txt"
 DATA_DIR = "data"
+DATA_INDEX_DIR = "data-index"
 
 
 def is_run_dir(path) -> bool:
@@ -52,6 +55,11 @@ def is_run_dir(path) -> bool:
 def has_checkpoint_dir(path) -> bool:
     """True when ``path`` has a ``checkpoints/`` directory (a run, possibly with no step saved yet)."""
     return (storage.as_path(path) / CHECKPOINT_DIR).is_dir()
+
+
+def data_index_dir(workdir):
+    """Where the training file's line index lives (:mod:`dpr_jax.data.record_index`)."""
+    return storage.as_path(workdir) / DATA_INDEX_DIR
 
 
 def checkpoint_dir(workdir):

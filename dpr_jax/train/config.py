@@ -67,7 +67,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.question_max_length = 256
     c.data.passage_max_length = 256
     c.data.hard_negatives = 1  # per question, from hard_negative_ctxs then negative_ctxs
-    c.data.random_negatives = 0  # extra per question, random passages of the training pool
+    c.data.random_negatives = 0  # extra per question: the first positive of a random training record
     c.data.shuffle = True
     c.data.shuffle_positives = False
 

@@ -3,8 +3,9 @@
 :func:`prepare_run` does everything :func:`dpr_jax.train.loop.train` needs before its first step
 and returns it as one :class:`RunSetup`, so the loop module reads as a loop. In order:
 
-1. resolve the data (preparing the SQuAD split into ``WORKDIR/data`` when the config asks), read and
-   validate the training records (bad ones fail the run, or are skipped, reported with file:line
+1. resolve the data (preparing the SQuAD split into ``WORKDIR/data`` when the config asks), index
+   the training file in ``WORKDIR/data-index`` and validate its records, each process its share
+   (:mod:`dpr_jax.data.host_local`; bad ones fail the run, or are skipped, reported with file:line
    and listed in the run directory);
 2. build the initial dual encoder (pretrained or random init) and write ``config.json``,
    ``model.json`` and the tokenizer into the run directory;
@@ -47,7 +48,7 @@ class RunSetup:
     """Everything the training loop needs, built from a config."""
 
     paths: DataPaths
-    records: list
+    records: object  # LazyRecords: the valid training records, parsed when a batch uses them
     loaded: object  # LoadedModel: the initial weights, tokenizer and architecture
     batches: TrainBatches
     total_steps: int
@@ -101,19 +102,22 @@ def resolve_data(config, workdir) -> DataPaths:
                                                                                      "passages.jsonl"))
 
 
-def read_records(path, on_error: str, workdir):
-    """Training records; with ``on_error="skip"`` the bad ones are reported (and listed in the workdir)."""
-    from dpr_jax.data.training_data import read_training_records
+def read_records(path, on_error: str, workdir, spec: BatchSpec):
+    """The training records (:func:`dpr_jax.data.host_local.read_training_data`: each process checks its
+    share, all agree); with ``on_error="skip"`` the bad ones are reported (and listed in the workdir)."""
+    from dpr_jax.data.host_local import read_training_data
 
-    records, problems = read_training_records(path, on_error=on_error)
+    data = read_training_data(path, run_dir.data_index_dir(workdir), spec, on_error=on_error,
+                              progress=distributed.is_main_process())
+    problems = data.problems
     if problems:
-        log(f"skipped {len(problems)} bad training record(s) of {len(problems) + len(records)} in {path}:")
+        log(f"skipped {len(problems)} bad training record(s) of {len(problems) + len(data.records)} in {path}:")
         for p in problems[:5]:
             log(f"  {p}")
         if distributed.is_main_process():
             listed = run_dir.write_skipped_records(workdir, problems)
             log(f"  (all {len(problems)} listed in {listed})")
-    return records, problems
+    return data
 
 
 def build_model(config):
@@ -184,19 +188,18 @@ def check_loss_inputs(config, batches: TrainBatches, model_dim: int) -> None:
                           f"{model_dim} dimensions")
     if t.loss == "contrastive":
         return
-    no_positive, partly = batches.teacher_score_gaps()
-    if no_positive:
+    stats = batches.stats
+    if stats.no_positive_score:
         raise DprJaxError(
             f"train.loss={t.loss} needs a teacher score (a ctx 'score') on every positive the batches can draw; "
-            f"{len(no_positive)} of {len(batches.records)} records have none, e.g. {no_positive[0].source}. "
+            f"{stats.no_positive_score} of {stats.records} records have none, e.g. {stats.first_no_positive_score}. "
             f"`dpr-jax mine` writes scores for positives and mined negatives.")
-    positive_scores = {s for r in batches.records for s in r.scores("positives")}
-    if positive_scores == {1000.0}:
+    if stats.placeholder_scores_only:
         log("warning: every positive has teacher score 1000, DPR's placeholder rather than a retriever's score; "
             "re-mine the file with `dpr-jax mine` for real teacher scores")
-    if partly:
-        log(f"note: {partly} of {len(batches.records)} records can draw negatives without a teacher score (random "
-            f"or pool negatives, ctxs without 'score'); those are left out of the {t.loss} term and stay in the "
+    if stats.partly_scored:
+        log(f"note: {stats.partly_scored} of {stats.records} records can draw negatives without a teacher score (random "
+            f"negatives or fallbacks, ctxs without 'score'); those are left out of the {t.loss} term and stay in the "
             f"contrastive one")
 
 
@@ -223,12 +226,14 @@ def prepare_run(config, workdir, mesh) -> RunSetup:
     Process 0 writes ``config.json``, ``model.json`` and the tokenizer into ``workdir``.
     """
     paths = resolve_data(config, workdir)
-    records, _ = read_records(paths.train, config.data.on_error, workdir)
+    spec = batch_spec(config)
+    data = read_records(paths.train, config.data.on_error, workdir, spec)
+    records = data.records
     loaded = build_model(config)
     if distributed.is_main_process():
         run_dir.write_config(workdir, to_json(config))
         run_dir.write_model_description(workdir, loaded)
-    batches = TrainBatches(records, loaded.tokenizer, batch_spec(config))
+    batches = TrainBatches(records, loaded.tokenizer, spec, stats=data.stats)
     check_layout(config, mesh, batches.group_size)
     check_loss_inputs(config, batches, loaded.model.dim)
     total_steps = total_steps_of(config, batches.steps_per_epoch)
