@@ -38,7 +38,7 @@ def test_distillation_run_logs_both_parts_of_its_loss(tmp_path, minilm_dir, caps
     for r in rows:
         assert r["distill_loss"] > 0 and r["contrastive_loss"] > 0
         assert r["loss"] == pytest.approx(r["distill_loss"] + 0.5 * r["contrastive_loss"], rel=1e-5)
-    # a third of the synthetic records have no negative of their own: pool negatives, no teacher score
+    # a third of the synthetic records have no negative of their own: random fallbacks, no teacher score
     assert "5 of 16 records can draw negatives without a teacher score" in capsys.readouterr().err
 
 

@@ -96,7 +96,7 @@ def read_training_data(path, cache_dir, spec: BatchSpec, *, on_error: str = "fai
     for pos in tqdm(range(share.start, share.stop), desc="Checking training records", unit=" records",
                     disable=not progress, leave=False):
         try:
-            stats.add(reader.parse(pos), spec)
+            stats.add(reader.parse(pos, cache=False), spec)
         except InputError as e:
             if on_error == "fail":
                 error = _error_dict(e)

@@ -40,9 +40,9 @@ class _Reader:
         self.parses = 0
         self.log = log
 
-    def record(self, pos: int) -> TrainRecord:
+    def record(self, pos: int, cache: bool = True) -> TrainRecord:
         with self.lock:
-            hit = self.cache.get(pos)
+            hit = self.cache.get(pos) if cache else None
             if hit is not None:
                 self.cache.move_to_end(pos)
                 return hit
@@ -56,6 +56,8 @@ class _Reader:
         except UnicodeDecodeError as e:
             raise InputError(path, f"not UTF-8 text ({e.reason} at byte {e.start})", line=line) from None
         record = parse_training_record(path, line, parse_json(path, text, line))
+        if not cache:
+            return record
         with self.lock:
             self.cache[pos] = record
             if len(self.cache) > self.cache_size:
@@ -96,9 +98,12 @@ class LazyRecords(Sequence[TrainRecord]):
             return [self[k] for k in range(len(self))[i]]
         return self._reader.record(int(self.positions[i]))
 
-    def parse(self, pos: int) -> TrainRecord:
-        """The record at index position ``pos`` (not a position of this subset); raises :class:`InputError`."""
-        return self._reader.record(pos)
+    def parse(self, pos: int, cache: bool = True) -> TrainRecord:
+        """The record at index position ``pos`` (not a position of this subset); raises :class:`InputError`.
+
+        ``cache=False`` neither uses nor fills the cache (a one-pass check of many records).
+        """
+        return self._reader.record(pos, cache)
 
     def subset(self, positions: np.ndarray) -> "LazyRecords":
         """The records at index ``positions``, sharing this sequence's file, cache and counters."""

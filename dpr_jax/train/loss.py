@@ -20,7 +20,7 @@ Distillation (``kind="kl"`` or ``"margin_mse"``). A teacher (BM25 or a dense mod
 mine``) scored each question's positive and hard negatives (``teacher_scores [b, G]``); it never
 scored the question against other questions' passages, so a question's distillation *candidates*
 are its own group, as in Tevatron's distillation trainer and RocketQA. Passages without a teacher
-score (NaN: pool or random negatives, ctxs without ``score``) are left out of this term. With student
+score (NaN: random negatives, ctxs without ``score``) are left out of this term. With student
 logits ``s_j = q · p_j / temperature`` and teacher logits ``t_j = score_j / teacher_temperature``:
 
 * ``kl``: ``KL(softmax(t) || softmax(s))`` over the candidates;
