@@ -10,6 +10,18 @@ Writes a synthetic DPR JSON-lines file (each record: a question, 1 positive, 2 h
 
 For each process it prints the RSS growth over the post-import baseline (peak, from ``ru_maxrss``,
 and after reading) and how many records it parsed. A measurement, not a test; not a timing.
+
+Measured (2-core shared machine, 200,000 records, 199 MiB file)::
+
+    eager x1 process 0: parsed 200,000 records, holds 200,000 (parsed); RSS +475.5 MiB after, peak +475.4 MiB
+    host x1 process 0: parsed 200,000 records, holds 200,000 (lazy); RSS +8.5 MiB after, peak +13.8 MiB
+    host x2 process 0: parsed 100,000 records, holds 200,000 (lazy); RSS +39.8 MiB after, peak +39.9 MiB
+    host x2 process 1: parsed 100,000 records, holds 200,000 (lazy); RSS +39.8 MiB after, peak +39.8 MiB
+
+A host now holds the index (16 bytes a record) instead of every parsed record, whatever N is;
+what falls with N is the parsing (each host checks 1/N of the records, and parses only its rows'
+records while training). The ~30 MiB more with 2 processes is the cross-process all-gather
+(gloo and its compiled collectives), not data.
 """
 
 from __future__ import annotations
