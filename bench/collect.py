@@ -8,7 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 ORDER = ["encode_speed", "encode_speed_gpu", "train_speed", "train_speed_gpu", "accelerator_suite_gpu",
          "accelerator_suite_tpu", "search_speed", "search_scale", "ann_speed", "encode_memory", "scale_rehearsal",
-         "bm25_speed", "bm25_memory"]
+         "host_data_memory", "bm25_speed", "bm25_memory"]
 INTRO = """# Benchmarks
 
 Every figure here was produced by a script in `bench/` (named in each section) and is a same-run
