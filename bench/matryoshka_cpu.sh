@@ -16,6 +16,7 @@ OUT=${OUT:-bench/results/quality_cpu}
 W=${WORK:-bench/_work/matryoshka}; D=$W/data
 MODEL=sentence-transformers/all-MiniLM-L6-v2
 mkdir -p "$OUT" "$W/runs" "$W/index"
+OUT=$(cd "$OUT" && pwd)  # evaluate runs inside $W
 dj() { echo "\$ dpr-jax $*"; local t=$SECONDS; python3 -m dpr_jax "$@" 2>&1 | tr '\r' '\n' | grep -v -i "warn\|it/s\|psg/s\|q/s" | tail -3; echo "  ($((SECONDS-t)) s)"; }
 [ -e $D/eval.jsonl ] || dj data squad --squad "$SQUAD" --out $D
 [ -e $D/train-bm25.jsonl ] || dj mine --method bm25 --passages $D/passages.jsonl --train $D/train.jsonl --out $D/train-bm25.jsonl --num 3
@@ -33,7 +34,7 @@ for m in "zeroshot $MODEL" "plain $W/plain" "matryoshka $W/matryoshka"; do
   for d in 384 128 64; do
     dj search --model "$2" --index $W/index/$1 --questions $D/eval.jsonl --k 100 --dim $d --out $W/runs/$1-d$d.json
     (cd "$W" && python3 -m dpr_jax evaluate --run runs/$1-d$d.json --name "$1-d$d" \
-        --out "$OLDPWD/$OUT/mrl-$1-d$d.metrics.json" 2>/dev/null | tail -1)
+        --out "$OUT/mrl-$1-d$d.metrics.json" 2>/dev/null | tail -1)
   done
 done
 {
