@@ -17,12 +17,12 @@ the median ratio, because these 2-core machines drift 1.5-1.9x between runs. CPU
 machine with other work; each section's machine line gives the load. GPU runs are on one H100 lent
 for the session. The SQuAD quality numbers are in the README (`bench/quality_gpu.sh`).
 
-Some runs are prepared rather than repeated here: `bench/accelerator_suite.sh` (bert-base encode,
-train step and 10M x 768 exact search on a GPU or TPU, < 10 minutes; `--dry-run` on CPU checks it),
-`bench/scale_rehearsal.py` (DPR's 21,015,324 passages, synthetic, end to end on this machine with
-every process's memory sampled) and `bench/ann_speed.py` (faiss indexes vs exact search at 1M and 10M
-rows, and the 21M serving goal: 4 GB, recall@100 >= 0.95, 100 q/s on 2 cores; about 3 hours).
-Their sections appear below once they have run; none is filled in by hand.
+Long runs: `bench/scale_rehearsal.py` (DPR's 21,015,324 passages, synthetic, end to end on this
+machine with every process's memory sampled; about 45 minutes) and `bench/ann_speed.py` (faiss
+indexes vs exact search at 1M and 10M rows, and the 21M serving goal: 4 GB, recall@100 >= 0.95,
+100 q/s on 2 cores; 1.5-3 hours). `bench/accelerator_suite.sh` (bert-base encode, train step and
+10M x 768 exact search on a GPU or TPU, < 10 minutes; `--dry-run` on CPU checks it) is prepared and
+its section appears once it has run on an accelerator. None of this is filled in by hand.
 """
 
 
