@@ -149,16 +149,30 @@ def run_phase(args, phase: str, spec: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def cached(path: Path, make):
-    """``make()`` once; its JSON result is kept at ``path`` so a rerun resumes where it stopped."""
+def cached(path: Path, make, spec=None):
+    """``make()`` once; its JSON result is kept at ``path`` so a rerun resumes where it stopped.
+
+    With ``spec`` (the phase's inputs: corpus, index settings, operating points...), a kept result is
+    used only when it was made from the same spec; otherwise it is made again (a rerun with other
+    ``--nprobe`` values or settings never reports the old ones).
+    """
     if path.is_file():
-        return json.loads(path.read_text())
+        kept = json.loads(path.read_text())
+        if spec is None or kept.get("__spec__", spec) == spec:  # results kept before specs were: trusted
+            return {k: v for k, v in kept.items() if k != "__spec__"}
+        log(f"{path.name}: kept for other inputs, measuring again")
     result = make()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(result))
+    tmp.write_text(json.dumps(result if spec is None else {**result, "__spec__": spec}))
     os.replace(tmp, path)
     return result
+
+
+def cached_phase(args, path: Path, phase: str, spec: dict) -> dict:
+    """:func:`run_phase` once per spec (see :func:`cached`)."""
+    key = json.loads(json.dumps({"phase": phase, **spec}))  # as it reads back (tuples become lists)
+    return cached(path, lambda: run_phase(args, phase, spec), spec=key)
 
 
 # ------------------------------------------------------------------ corpora
@@ -551,8 +565,7 @@ def main(argv=None) -> int:
                 for p in t["search"]["points"]:
                     anns[f"{name} {fmt_point(p['point'])}"] = (str(work / t["index_file"]), p["point"])
         cspec = {k: real[k] for k in ("name", "dir", "kind", "rows", "dim")}
-        results["squad"] = cached(m / f"squad-{real['name']}.json",
-                                  lambda: run_phase(args, "squad", {"corpus": cspec, "anns": anns}))
+        results["squad"] = cached_phase(args, m / f"squad-{real['name']}.json", "squad", {"corpus": cspec, "anns": anns})
         log(f"squad: {results['squad']}")
 
     synth = [c for c in corpora if c["kind"] == "synth"]
@@ -574,12 +587,12 @@ def measure(args, m: Path, work: Path, cspec: dict, name: str, settings: dict, p
     path = work / "indexes" / cspec["name"] / f"{name}.faiss"
     path.parent.mkdir(parents=True, exist_ok=True)
     tag = f"{cspec['name']}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}"
-    build = cached(m / f"build-{tag}.json",
-                   lambda: run_phase(args, "build", {"corpus": cspec, "settings": settings, "out": str(path)}))
+    build = cached_phase(args, m / f"build-{tag}.json", "build",
+                         {"corpus": cspec, "settings": settings, "out": str(path)})
     log(f"{tag} build: {build}")
-    search = cached(m / f"search-{tag}.json", lambda: run_phase(
-        args, "search", {"corpus": cspec, "ann": str(path), "truth": str(truth_path), "points": points,
-                         "single": single}))
+    search = cached_phase(args, m / f"search-{tag}.json", "search",
+                          {"corpus": cspec, "ann": str(path), "truth": str(truth_path), "points": points,
+                           "single": single})
     log(f"{tag} search: {search}")
     return {"index_file": str(path.relative_to(work)), "settings": settings, "build": build, "search": search}
 
