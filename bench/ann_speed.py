@@ -103,6 +103,9 @@ def parse_args(argv=None):
     p.add_argument("--squad-questions", type=int, default=None, help="SQuAD questions for accuracy (default all)")
     p.add_argument("--goal-rows", type=int, default=21_000_000)
     p.add_argument("--goal-nprobe", type=int, nargs="+", default=[16, 32, 64, 128, 256])
+    p.add_argument("--goal-kept-only", action="store_true",
+                   help="goal search: report only the candidates already measured in --work-dir (to finish a run "
+                        "that ran out of time); the others are named as not measured")
     p.add_argument("--skip", nargs="*", default=[], choices=["hnsw", "squad", "goal", "synth-10M", "real"])
     p.add_argument("--quick", action="store_true", help="tiny sizes, to check the script runs (not figures)")
     p.add_argument("--seed", type=int, default=0)
@@ -586,7 +589,7 @@ def measure(args, m: Path, work: Path, cspec: dict, name: str, settings: dict, p
             single: bool = True) -> dict:
     path = work / "indexes" / cspec["name"] / f"{name}.faiss"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tag = f"{cspec['name']}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}"
+    tag = measurement_tag(cspec, name)
     build = cached_phase(args, m / f"build-{tag}.json", "build",
                          {"corpus": cspec, "settings": settings, "out": str(path)})
     log(f"{tag} build: {build}")
@@ -595,6 +598,11 @@ def measure(args, m: Path, work: Path, cspec: dict, name: str, settings: dict, p
                            "single": single})
     log(f"{tag} search: {search}")
     return {"index_file": str(path.relative_to(work)), "settings": settings, "build": build, "search": search}
+
+
+def measurement_tag(cspec: dict, name: str) -> str:
+    """The name under which one index's build and search measurements are kept."""
+    return f"{cspec['name']}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}"
 
 
 def project(args, rows: int, search: dict, point: dict) -> dict:
@@ -609,8 +617,11 @@ def project(args, rows: int, search: dict, point: dict) -> dict:
 
 def goal_search(args, m: Path, work: Path, corpus: dict, truth_path: Path) -> dict:
     cspec = {k: corpus[k] for k in ("name", "dir", "kind", "rows", "dim")}
-    rows_out = []
+    rows_out, not_measured = [], []
     for factory, (extra, note) in goal_candidates(args, corpus["dim"]).items():
+        if args.goal_kept_only and not (m / f"search-{measurement_tag(cspec, 'goal ' + factory)}.json").is_file():
+            not_measured.append(factory)
+            continue
         points = [{"nprobe": p, **e} for p in args.goal_nprobe for e in extra]
         r = measure(args, m, work, cspec, "goal " + factory, {"type": "factory", "factory": factory}, points,
                     truth_path, single=False)  # the goal is about 1,000-query batches
@@ -624,7 +635,7 @@ def goal_search(args, m: Path, work: Path, corpus: dict, truth_path: Path) -> di
         (r for r in rows_out if r["projection"]["ram"] <= GOAL_RAM_BYTES),
         key=lambda r: (r["projection"]["qps"] >= GOAL_QPS, r["projection"]["recall"]), default=None)
     return {"corpus": corpus["name"], "rows": corpus["rows"], "target_rows": args.goal_rows, "candidates": rows_out,
-            "best": best, "met": bool(best and best["meets_goal"])}
+            "best": best, "met": bool(best and best["meets_goal"]), "not_measured": not_measured}
 
 
 # ------------------------------------------------------------------ report
@@ -692,6 +703,9 @@ def render(args, results: dict, info: dict) -> str:
                 "those reads may come from the page cache; at 21M rows (32 GB of shards) a 4 GB machine reads "
                 "them from disk: K random reads per query (K=300 at 100 q/s: 30,000 reads/s, 46 MB/s, "
                 "NVMe-class storage).", ""]
+        if g.get("not_measured"):
+            out += [f"Not measured in this run (it ran out of time): {', '.join(f'`{f}`' for f in g['not_measured'])}.",
+                    ""]
         b = g["best"]
         if b:
             verdict = "met" if g["met"] else "**missed**"
