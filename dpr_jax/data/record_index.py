@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import array
 import dataclasses
-import gzip
 import hashlib
 import io
 import json
@@ -32,8 +31,7 @@ import re
 import numpy as np
 
 from dpr_jax import storage
-from dpr_jax.data.textfiles import is_json_array, strip_bom
-from dpr_jax.errors import InputError
+from dpr_jax.data.textfiles import is_json_array, read_raw_line, strip_bom
 
 INDEX_VERSION = 1
 _PROGRESS_EVERY = 100_000
@@ -140,10 +138,7 @@ def _index_lines(path, f, out, bar) -> tuple[array.array, array.array]:
     offsets, lines = array.array("q"), array.array("q")
     pos = lineno = 0
     while True:
-        try:
-            raw = f.readline()
-        except (OSError, EOFError, gzip.BadGzipFile) as e:
-            raise InputError(path, f"cannot read after line {lineno}: {e}") from None
+        raw = read_raw_line(path, f, lineno)
         if not raw:
             return offsets, lines
         lineno += 1

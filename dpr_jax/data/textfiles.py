@@ -74,6 +74,15 @@ def strip_bom(path, first: bytes) -> bytes:
     return first
 
 
+def read_raw_line(path, f, lineno: int) -> bytes:
+    """The next line of the binary file ``f`` (``b""`` at its end); a read error, such as a corrupt gzip
+    stream, is an :class:`InputError` naming ``path`` and the last good line ``lineno``."""
+    try:
+        return f.readline()
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise InputError(path, f"cannot read after line {lineno}: {e}") from None
+
+
 def iter_text_lines(path) -> Iterator[str]:
     """Yield the UTF-8 lines of a (possibly gzipped) file, line endings kept, decoding line by line.
 
@@ -84,10 +93,7 @@ def iter_text_lines(path) -> Iterator[str]:
     lineno = 0
     with _open_binary(path) as f:
         while True:
-            try:
-                raw = f.readline()
-            except (OSError, EOFError, gzip.BadGzipFile) as e:
-                raise InputError(path, f"cannot read after line {lineno}: {e}") from None
+            raw = read_raw_line(path, f, lineno)
             if not raw:
                 return
             lineno += 1
@@ -300,4 +306,4 @@ def _iter_json_array(path) -> Iterator[tuple[int, object]]:
 
 __all__ = ["JSON_ERRORS", "Problem", "base_suffix", "count_lines", "estimate_lines", "first_nonblank_line",
            "head_text", "iter_json_lines", "iter_json_records", "iter_text_lines", "iter_tsv_rows", "parse_json",
-           "is_json_array", "read_json", "read_text", "strip_bom"]
+           "is_json_array", "read_json", "read_raw_line", "read_text", "strip_bom"]
