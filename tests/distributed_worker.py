@@ -76,6 +76,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_all(procs, timeout: float) -> list[str]:
+    """The combined output of each started worker, in order; any still running after a failure is killed."""
+    outputs = []
+    try:
+        for p in procs:
+            outputs.append(p.communicate(timeout=timeout)[0])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    return outputs
+
+
 def parse_result(output: str) -> dict:
     """The ``RESULT {json}`` line a worker printed (AssertionError with the output if none)."""
     # stdout and stderr share one pipe: C++ logging (gloo) may land on the same line, so look for

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distributed_worker import REPO, free_port, parse_result
+from distributed_worker import REPO, free_port, parse_result, wait_all
 from dpr_jax.data.batches import BatchSpec
 from dpr_jax.data.host_local import read_training_data
 from dpr_jax.data.lazy_records import LazyRecords
@@ -134,15 +134,7 @@ def _run(cases_path: Path, n_processes: int) -> list[dict]:
                        DPR_JAX_PROCESS_ID=str(i))
     procs = [subprocess.Popen([sys.executable, WORKER, str(cases_path)], env=env, cwd=REPO, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for env in envs]
-    outputs = []
-    try:
-        for p in procs:
-            outputs.append(p.communicate(timeout=TIMEOUT_S)[0])
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
+    outputs = wait_all(procs, TIMEOUT_S)
     for p, out in zip(procs, outputs):
         assert p.returncode == 0, f"worker exited with {p.returncode}:\n{out}"
     results = sorted((parse_result(out) for out in outputs), key=lambda r: r["process_index"])

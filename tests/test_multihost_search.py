@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distributed_worker import REPO, free_port, parse_result
+from distributed_worker import REPO, free_port, parse_result, wait_all
 from dpr_jax.cli import main
 from dpr_jax.errors import DprJaxError
 from dpr_jax.index.multihost import merge_topk, process_rows
@@ -127,15 +127,7 @@ def _run_two(args: list[str]) -> list[str]:
     port = free_port()
     procs = [subprocess.Popen(args, env=_env(i, port), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True) for i in range(2)]
-    outputs = []
-    try:
-        for p in procs:
-            outputs.append(p.communicate(timeout=TIMEOUT_S)[0])
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
+    outputs = wait_all(procs, TIMEOUT_S)
     for p, out in zip(procs, outputs):
         assert p.returncode == 0, out
     return outputs
