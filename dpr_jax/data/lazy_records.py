@@ -23,7 +23,7 @@ import numpy as np
 from dpr_jax import storage
 from dpr_jax.data.record_index import RecordIndex
 from dpr_jax.data.records import TrainRecord
-from dpr_jax.data.textfiles import parse_json
+from dpr_jax.data.textfiles import decode_line, parse_json
 from dpr_jax.data.training_data import parse_training_record
 from dpr_jax.errors import InputError
 
@@ -51,11 +51,7 @@ class _Reader:
             if self.log is not None:
                 self.log.append(pos)
         path, line = self.index.source, int(self.index.lines[pos])
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise InputError(path, f"not UTF-8 text ({e.reason} at byte {e.start})", line=line) from None
-        record = parse_training_record(path, line, parse_json(path, text, line))
+        record = parse_training_record(path, line, parse_json(path, decode_line(path, raw, line), line))
         if not cache:
             return record
         with self.lock:

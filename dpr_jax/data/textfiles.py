@@ -83,6 +83,14 @@ def read_raw_line(path, f, lineno: int) -> bytes:
         raise InputError(path, f"cannot read after line {lineno}: {e}") from None
 
 
+def decode_line(path, raw: bytes, lineno: int) -> str:
+    """One line's bytes as UTF-8 text; a bad byte is an :class:`InputError` at ``path:lineno``."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(path, f"not UTF-8 text ({e.reason} at byte {e.start})", line=lineno) from None
+
+
 def iter_text_lines(path) -> Iterator[str]:
     """Yield the UTF-8 lines of a (possibly gzipped) file, line endings kept, decoding line by line.
 
@@ -99,10 +107,7 @@ def iter_text_lines(path) -> Iterator[str]:
             lineno += 1
             if lineno == 1:
                 raw = strip_bom(path, raw)
-            try:
-                yield raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise InputError(path, f"not UTF-8 text ({e.reason} at byte {e.start})", line=lineno) from None
+            yield decode_line(path, raw, lineno)
 
 
 def read_text(path) -> str:
@@ -304,6 +309,7 @@ def _iter_json_array(path) -> Iterator[tuple[int, object]]:
         raise error(pos, "expected ',' or ']' after an element")
 
 
-__all__ = ["JSON_ERRORS", "Problem", "base_suffix", "count_lines", "estimate_lines", "first_nonblank_line",
+__all__ = ["JSON_ERRORS", "Problem", "base_suffix", "count_lines", "decode_line", "estimate_lines",
+           "first_nonblank_line",
            "head_text", "iter_json_lines", "iter_json_records", "iter_text_lines", "iter_tsv_rows", "parse_json",
            "is_json_array", "read_json", "read_raw_line", "read_text", "strip_bom"]
