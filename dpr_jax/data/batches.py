@@ -168,7 +168,6 @@ class TrainBatches:
         self.stats = RecordStats.of(records, spec) if stats is None else stats
         if self.stats.records != len(records):
             raise ValueError(f"statistics of {self.stats.records} records given for {len(records)} records")
-        self.max_positives = self.stats.max_positives
         self._perm_cache: tuple[int, np.ndarray] | None = None
 
     @property
@@ -236,7 +235,7 @@ class TrainBatches:
                                            spec.passage_max_length, pad_to=spec.passage_max_length)
         passages = {k: v.reshape(b, g, -1) for k, v in passages.items()}
         ids = np.array([passage_hash(p) for p in flat], dtype=np.int32).reshape(b, g)
-        gold = np.repeat(ids[:, :1], self.max_positives, axis=1)  # padding: the sampled positive again
+        gold = np.repeat(ids[:, :1], self.stats.max_positives, axis=1)  # padding: the sampled positive again
         for row, e in enumerate(examples):
             gold[row, :len(e.gold)] = [passage_hash(p) for p in e.gold]
         scores = np.array([e.scores for e in examples], dtype=np.float32).reshape(b, g)
